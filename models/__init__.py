@@ -1,0 +1,1 @@
+"""Networks and losses for Im2Flow (U-Net generator, motion-content ResNet-18)."""

@@ -1,0 +1,55 @@
+"""`im2flow <stage> ...`: one subcommand per pipeline stage.
+
+Each stage module exposes ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their subcommand runs, so `im2flow --help`
+stays fast and a CPU-only stage never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate-config": ("pipeline.config", "validate a config file against the schema"),
+    "demo-dataset": ("pipeline.demo_data", "render the procedural demo dataset (UCF-101 layout, true flow beside each video)"),
+    "discover": ("pipeline.discovery", "list a dataset's videos, classes and splits as a manifest"),
+    "frames": ("pipeline.frames", "decode, resize and sample the frames of one video"),
+    "flow": ("pipeline.flow", "five-future-frame flow targets for one video's sample frames"),
+    "shard": ("pipeline.shards", "write one HDF5 shard from per-video frames and flows"),
+    "rejected": ("pipeline.rejects", "gather the rejected-videos list"),
+    "train-motion-net": ("pipeline.train_motion_net", "train the motion-content ResNet-18 on flow images"),
+    "train": ("pipeline.train", "train the Im2Flow encoder-decoder"),
+    "evaluate": ("pipeline.evaluate", "flow-prediction metrics against baselines"),
+    "predict": ("pipeline.predict", "hallucinate flow for still images"),
+    "report": ("pipeline.report", "the HTML/Markdown report"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="im2flow", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == only:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+# Data preparation: demo renders -> manifest -> frames -> flow -> shards (+ rejected-videos list).
+
+
+checkpoint demo_dataset:
+    output:
+        directory(DATASET["root"]),
+    params:
+        classes=CFG["demo"]["classes"],
+        videos_per_class=CFG["demo"]["videos_per_class"],
+        test_groups=CFG["demo"]["test_groups"],
+        size=CFG["demo"]["size"],
+        frames=CFG["demo"]["frames"],
+        seed=CFG["demo"]["seed"],
+    log:
+        f"{LOGS}/demo_dataset.log",
+    benchmark:
+        f"{BENCH}/demo_dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "im2flow demo-dataset --out {output} --classes {params.classes}"
+        " --videos-per-class {params.videos_per_class} --test-groups {params.test_groups}"
+        " --size {params.size} --frames {params.frames} --seed {params.seed} > {log} 2>&1"
+
+
+rule manifest:
+    input:
+        DEMO_ROOT,
+    output:
+        f"{RESULTS}/manifest.tsv",
+    params:
+        root=DATASET["root"],
+        layout=DATASET["layout"],
+        split=DATASET["split"],
+        splits_dir=lambda wc: shlex.quote(DATASET["splits_dir"] or DATASET["root"]),
+        test_fraction=DATASET["test_fraction"],
+        digest=dataset_digest,
+    log:
+        f"{LOGS}/manifest.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "im2flow discover --root {params.root:q} --layout {params.layout} --split {params.split}"
+        " --splits-dir {params.splits_dir} --test-fraction {params.test_fraction} --out {output} > {log} 2>&1"
+
+
+rule frames:
+    input:
+        video_file,
+    output:
+        f"{RESULTS}/frames/{{vid}}.npz",
+    params:
+        size=CFG["frames"]["size"],
+        policy=CFG["frames"]["policy"],
+        every=CFG["frames"]["every"],
+        per_video=CFG["frames"]["per_video"],
+    log:
+        f"{LOGS}/frames/{{vid}}.log",
+    benchmark:
+        f"{BENCH}/frames/{{vid}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "im2flow frames --video {input:q} --out {output:q} --size {params.size} --policy {params.policy}"
+        " --every {params.every} --per-video {params.per_video} > {log:q} 2>&1"
+
+
+rule flow:
+    input:
+        f"{RESULTS}/frames/{{vid}}.npz",
+    output:
+        f"{RESULTS}/flow/{{estimator}}/{{vid}}.npz",
+    params:
+        estimator_params=lambda wc: shlex.quote(json.dumps(CFG["flow"]["params"].get(wc.estimator, {}), sort_keys=True)),
+    log:
+        f"{LOGS}/flow/{{estimator}}/{{vid}}.log",
+    benchmark:
+        f"{BENCH}/flow/{{estimator}}/{{vid}}.tsv"
+    threads: CFG["flow"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "im2flow flow --frames {input:q} --out {output:q} --estimator {wildcards.estimator}"
+        " --params {params.estimator_params} > {log:q} 2>&1"
+
+
+def shard_inputs(wildcards):
+    members = shard_members(wildcards.split, wildcards.shard)
+    return {
+        "dataset": DEMO_ROOT,
+        "frames": [f"{RESULTS}/frames/{v.video_id}.npz" for v in members],
+        "flow": [f"{RESULTS}/flow/{wildcards.estimator}/{v.video_id}.npz" for v in members],
+    }
+
+
+def shard_spec(wildcards):
+    members = shard_members(wildcards.split, wildcards.shard)
+    spec = {
+        "members": [[v.video_id, v.label, f"{RESULTS}/frames/{v.video_id}.npz",
+                     f"{RESULTS}/flow/{wildcards.estimator}/{v.video_id}.npz"] for v in members],
+        "frame_size": CFG["frames"]["size"],
+        "class_names": class_names(list(dataset_videos().values())),
+        "estimator": wildcards.estimator,
+        "estimator_params": CFG["flow"]["params"].get(wildcards.estimator, {}),
+        "split": wildcards.split,
+        "shard_index": int(wildcards.shard),
+        "magnitude_clip": CFG["shards"]["magnitude_clip"],
+        "codec": CFG["shards"]["codec"],
+    }
+    return shlex.quote(json.dumps(spec, sort_keys=True))
+
+
+rule shard:
+    input:
+        unpack(shard_inputs),
+    output:
+        shard=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.h5",
+        rejected=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.rejected.tsv",
+    params:
+        spec=shard_spec,
+    log:
+        f"{LOGS}/shards/{{estimator}}/{{split}}-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/shards/{{estimator}}/{{split}}-{{shard}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "im2flow shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected} > {log} 2>&1"
+
+
+rule rejected_videos:
+    input:
+        expand(f"{RESULTS}/shards/{ESTIMATOR}/{{split}}-{{shard}}.rejected.tsv", split=SPLITS, shard=SHARD_IDS),
+    output:
+        f"{RESULTS}/rejected_videos.tsv",
+    log:
+        f"{LOGS}/rejected_videos.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "im2flow rejected {input} --out {output} > {log} 2>&1"
+
+
+rule prepare_data:
+    input:
+        SHARDS,
+        f"{RESULTS}/manifest.tsv",
+        f"{RESULTS}/rejected_videos.tsv",
