@@ -222,9 +222,9 @@ def render_video(class_name: str, seed: int, size_hw: tuple[int, int], n_frames:
     h, w = size_hw
     rng = np.random.default_rng(seed)
     tex_size = 2 * max(h, w)
-    background = _texture(rng, max(h, w), rng.uniform(0.3, 0.7, 3), 0.18)[:h, :w]
+    background = _texture(rng, max(h, w), rng.uniform(0.3, 0.7, 3), 0.25)[:h, :w]
     actor = ACTORS[class_name](rng, h, w, n_frames)
-    object_tex = _texture(rng, tex_size, rng.uniform(0.35, 0.75, 3), 0.22)
+    object_tex = _texture(rng, tex_size, rng.uniform(0.35, 0.75, 3), 0.3)
 
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     frames = np.empty((n_frames, h, w, 3), np.uint8)

@@ -22,8 +22,9 @@ def encode(flow: np.ndarray) -> np.ndarray:
     u, v = flow[..., 0], flow[..., 1]
     magnitude = np.hypot(u, v)
     safe = np.where(magnitude > 0, magnitude, 1.0)
-    sin = np.where(magnitude > 0, v / safe, 0.0)
-    cos = np.where(magnitude > 0, u / safe, 0.0)
+    with np.errstate(invalid="ignore"):  # non-finite input stays non-finite; writers check for it
+        sin = np.where(magnitude > 0, v / safe, 0.0)
+        cos = np.where(magnitude > 0, u / safe, 0.0)
     return np.stack([sin, cos, magnitude], axis=-3).astype(np.float32)
 
 

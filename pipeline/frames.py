@@ -36,6 +36,8 @@ def decode_video(path: str | Path, size_hw: tuple[int, int]) -> np.ndarray:
     path = Path(path)
     if not os.path.lexists(path):
         raise VideoError("file does not exist")
+    if path.is_symlink() and not path.exists():
+        raise VideoError(f"unreadable: broken symbolic link to {os.readlink(path)}")
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
