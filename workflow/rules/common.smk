@@ -57,8 +57,15 @@ def dataset_videos():
     return _VIDEOS["all"]
 
 
-def video_file(wildcards):
+def video_path(wildcards):
     return os.path.join(DATASET["root"], dataset_videos()[wildcards.vid].relpath)
+
+
+def video_input(wildcards):
+    """The video as a job input when it exists; a dangling or unreadable path goes to the
+    frames stage through params only, so the job runs and records the rejection."""
+    path = video_path(wildcards)
+    return [path] if os.path.isfile(path) and os.access(path, os.R_OK) else []
 
 
 def shard_members(split, shard):

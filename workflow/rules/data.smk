@@ -50,10 +50,11 @@ rule manifest:
 
 rule frames:
     input:
-        video_file,
+        video_input,
     output:
         f"{RESULTS}/frames/{{vid}}.npz",
     params:
+        video=lambda wc: shlex.quote(video_path(wc)),
         size=CFG["frames"]["size"],
         policy=CFG["frames"]["policy"],
         every=CFG["frames"]["every"],
@@ -67,7 +68,7 @@ rule frames:
         mem_mb=2000,
         runtime=10,
     shell:
-        "im2flow frames --video {input:q} --out {output:q} --size {params.size} --policy {params.policy}"
+        "im2flow frames --video {params.video} --out {output:q} --size {params.size} --policy {params.policy}"
         " --every {params.every} --per-video {params.per_video} > {log:q} 2>&1"
 
 
