@@ -2,7 +2,7 @@
 
 h5py handles cannot be pickled, so files are opened lazily, once per process,
 on first access: the same Dataset object works with ``num_workers=0`` and with
-worker processes. Random crops and flips come from a generator seeded by
+worker processes. Random crops and flips come from a numpy generator seeded by
 (seed, epoch, index), so augmentation does not depend on the worker count.
 """
 
@@ -54,7 +54,7 @@ class ShardDataset(Dataset):
         self.frame_size = sizes.pop() if sizes else (0, 0)
         if crop is not None and self._index and (crop > self.frame_size[0] or crop > self.frame_size[1]):
             raise ValueError(f"crop {crop} is larger than the shards' frames {self.frame_size}")
-        self._files: dict[int, h5py.File] = {}
+        self._files: dict[int, tuple[h5py.File, dict]] = {}
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -63,11 +63,15 @@ class ShardDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _file(self, shard_id: int) -> h5py.File:
+    def _file(self, shard_id: int) -> tuple[h5py.File, dict[str, np.ndarray]]:
+        """The open shard and its small per-sample arrays, read once per process."""
         if self._pid != os.getpid():  # first use in this process (e.g. a forked DataLoader worker)
             self._files, self._pid = {}, os.getpid()
         if shard_id not in self._files:
-            self._files[shard_id] = h5py.File(self.paths[shard_id], "r")
+            f = h5py.File(self.paths[shard_id], "r")
+            meta = {"labels": f["labels"][:], "frame_index": f["frame_index"][:],
+                    "video_ids": [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_ids"][:]]}
+            self._files[shard_id] = (f, meta)
         return self._files[shard_id]
 
     def __getstate__(self) -> dict:
@@ -78,32 +82,32 @@ class ShardDataset(Dataset):
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray, int, str, int]:
         """Raw sample: frame (H, W, 3) uint8, flow (3, H, W) float32 (sin, cos, M px), label, id, frame."""
         shard_id, row = self._index[i]
-        f = self._file(shard_id)
-        video_id = f["video_ids"][row]
-        return (f["frames"][row], f["flow"][row].astype(np.float32), int(f["labels"][row]),
-                video_id.decode() if isinstance(video_id, bytes) else str(video_id), int(f["frame_index"][row]))
+        f, meta = self._file(shard_id)
+        return (f["frames"][row], f["flow"][row].astype(np.float32), int(meta["labels"][row]),
+                meta["video_ids"][row], int(meta["frame_index"][row]))
 
     def __getitem__(self, i: int) -> dict:
         frame, flow, label, video_id, frame_index = self.read(i)
-        frame_t = torch.from_numpy(frame).permute(2, 0, 1).float().div(127.5).sub(1.0)
-        flow_t = torch.from_numpy(flow)
-        flow_t[2] = flow_t[2].clamp(max=self.magnitude_clip).div(self.magnitude_clip).mul(2.0).sub(1.0)
+        # numpy, not torch: tiny per-sample ops in torch pay its thread pool's start-up in every worker
+        frame = np.transpose(frame, (2, 0, 1)).astype(np.float32) * (1.0 / 127.5) - 1.0
+        clip = self.magnitude_clip
+        flow[2] = np.minimum(flow[2], clip) * (2.0 / clip) - 1.0
         if self.crop is not None or self.flip:
-            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
+            rng = np.random.default_rng((self.seed, self.epoch, i))
             if self.crop is not None:
-                h, w = frame_t.shape[1:]
-                top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
-                left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
-                frame_t = frame_t[:, top:top + self.crop, left:left + self.crop]
-                flow_t = flow_t[:, top:top + self.crop, left:left + self.crop]
-            if self.flip and bool(torch.rand((), generator=g) < 0.5):
-                frame_t = frame_t.flip(-1)
-                flow_t = flow_t.flip(-1)
-                flow_t[1] = -flow_t[1]  # mirrored motion: u, hence cos, changes sign
-        return {"frame": frame_t.contiguous(), "flow": flow_t.contiguous(), "label": torch.tensor(label),
-                "video_id": video_id, "frame_index": frame_index}
+                h, w = frame.shape[1:]
+                top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+                frame = frame[:, top:top + self.crop, left:left + self.crop]
+                flow = flow[:, top:top + self.crop, left:left + self.crop]
+            if self.flip and rng.random() < 0.5:
+                frame = frame[..., ::-1]
+                flow = flow[..., ::-1].copy()
+                flow[1] = -flow[1]  # mirrored motion: u, hence cos, changes sign
+        return {"frame": torch.from_numpy(np.ascontiguousarray(frame)),
+                "flow": torch.from_numpy(np.ascontiguousarray(flow)),
+                "label": torch.tensor(label), "video_id": video_id, "frame_index": frame_index}
 
     def close(self) -> None:
-        for f in self._files.values():
+        for f, _ in self._files.values():
             f.close()
         self._files = {}
