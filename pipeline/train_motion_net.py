@@ -1,0 +1,284 @@
+"""Stage 6: train the motion-content network (`im2flow train-motion-net`).
+
+A torchvision ResNet-18 learns to classify actions from true flow images
+(ImageNet weights when the user has them, else random initialisation, said in
+the log). Its layer2 activations later serve as the motion content of the
+Im2Flow loss. Writes into ``--out``: ``checkpoint.pt`` (ResNet-18 state,
+class count and names, input size, test accuracy), ``last.pt`` (resume),
+``metrics.csv``, ``loss_curve.png`` and, with ``--test-shards``,
+``metrics.json`` holding the test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.motion_net import MotionContentNet, build_motion_net
+
+from . import training_utils as tu
+from .atomic import write_text
+
+log = logging.getLogger(__name__)
+
+METRIC_FIELDS = ("step", "epoch", "lr", "loss", "train_accuracy", "images_per_s", "elapsed_s")
+
+
+@dataclass
+class MotionNetConfig:
+    """The `motion_net` slice of the config.
+
+    The paper fine-tunes an ImageNet ResNet-18 on UCF-101 flow images and
+    gives no schedule; these defaults (Adam 1e-3, 20 epochs, lr ×0.1 every 8)
+    are ours.
+    """
+
+    pretrained: str | None = "imagenet"  # "imagenet" (offline cache only), a file path, or None
+    input_size: int | None = 224  # flow images are resized to this before the ResNet; None = as is
+    batch_size: int = 64
+    epochs: int = 20
+    max_steps: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_decay_every: int | None = 8
+    lr_decay_factor: float = 0.1
+    label_smoothing: float = 0.0
+    bn_recalibration_batches: int = 100  # precise BatchNorm statistics at the end; 0 = keep running averages
+    crop: int | None = 224
+    flip: bool = True
+    seed: int = 0
+    num_workers: int = 4
+    checkpoint_every: int = 500
+    log_every: int = 20
+    amp: bool = True
+    amp_dtype: str = "bfloat16"
+    channels_last: bool = True
+    deterministic: bool = True
+    device: str = "auto"
+    threads: int | None = None  # CPU intra-op threads (the rule's `threads:`); None = PyTorch's default
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("motion_net.batch_size and motion_net.epochs must be >= 1")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("motion_net.checkpoint_every and motion_net.log_every must be >= 1")
+        if self.amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"motion_net.amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+
+
+def _open_dataset(shards: list[str], crop: int | None, flip: bool, seed: int):
+    from .dataset import ShardDataset
+
+    return ShardDataset([str(s) for s in shards], crop=crop, flip=flip, seed=seed)
+
+
+def centre_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """(..., H, W) -> (..., size, size) from the centre; unchanged when size is None or too big."""
+    if size is None or (x.shape[-2] <= size and x.shape[-1] <= size):
+        return x
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+@torch.no_grad()
+def evaluate(net: MotionContentNet, shards: list[str | Path], cfg: MotionNetConfig, device: torch.device) -> dict[str, Any]:
+    """Top-1 accuracy and mean loss on unflipped flow images, centre-cropped to the training crop.
+
+    The crop matters when ``input_size`` is None: a ResNet trained on small
+    crops sees different statistics on larger frames (global pooling over more
+    zero-padded border), which on the demo's 40-pixel frames costs most of the
+    accuracy.
+    """
+    dataset = _open_dataset([str(s) for s in shards], None, False, cfg.seed)
+    batches = [list(range(i, min(i + cfg.batch_size, len(dataset)))) for i in range(0, len(dataset), cfg.batch_size)]
+    net.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    use_amp = cfg.amp and device.type == "cuda"
+    for batch in tu.make_loader(dataset, batches, cfg.num_workers, device.type == "cuda", cfg.seed):
+        flow = centre_crop(batch["flow"], cfg.crop).to(device)
+        label = batch["label"].to(device)
+        with tu.autocast(device, use_amp, cfg.amp_dtype):
+            logits = net(flow).float()
+        loss_sum += float(F.cross_entropy(logits, label, reduction="sum"))
+        correct += int((logits.argmax(1) == label).sum())
+        total += len(label)
+    net.train()
+    return {"test_accuracy": correct / max(total, 1), "test_loss": loss_sum / max(total, 1), "test_samples": total,
+            "chance": 1.0 / net.num_classes}
+
+
+def train_motion_net(
+    shards: list[str | Path],
+    out_dir: str | Path,
+    cfg: MotionNetConfig,
+    test_shards: list[str | Path] | None = None,
+    resume: bool = True,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train the classifier; returns a summary (steps, metrics, test accuracy when test shards are given).
+
+    ``stop_after_steps`` stops like a kill would; the next call resumes from ``last.pt``.
+    """
+    device = tu.choose_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with tu.determinism(cfg.deterministic, device):
+        return _train(shards, Path(out_dir), cfg, device, test_shards, resume, stop_after_steps)
+
+
+def _train(shards, out: Path, cfg: MotionNetConfig, device: torch.device, test_shards, resume, stop_after_steps):
+    out.mkdir(parents=True, exist_ok=True)
+    tu.seed_everything(cfg.seed)
+    use_amp = cfg.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+
+    dataset = _open_dataset([str(s) for s in shards], cfg.crop, cfg.flip, cfg.seed)
+    batch_size = tu.effective_batch_size(len(dataset), cfg.batch_size)
+    steps_per_epoch = len(dataset) // batch_size
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else cfg.max_steps
+
+    net = build_motion_net(dataset.num_classes, cfg.input_size, cfg.pretrained).to(device=device, memory_format=memory_format)
+    log.info("motion-content ResNet-18: %d classes, input %s, on %s", dataset.num_classes,
+             cfg.input_size or "as is", device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = tu.make_grad_scaler(device, use_amp, cfg.amp_dtype)
+
+    run_id = tu.fingerprint({
+        "config": tu.result_relevant(dataclasses.asdict(cfg)) | {"device": device.type},
+        "shards": sorted(str(Path(s).resolve()) for s in shards),
+        "total_steps": total_steps,
+    })
+    last_path = out / "last.pt"
+    step = 0
+    ckpt = tu.find_resumable(last_path, run_id) if resume else None
+    if ckpt is not None:
+        net.resnet.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        tu.set_rng_state(ckpt["rng"])
+        step = int(ckpt["step"])
+        log.info("resuming from %s at step %d of %d", last_path, step, total_steps)
+    metrics = tu.MetricsLog(out / "metrics.csv", METRIC_FIELDS, resume_step=step if ckpt is not None else None)
+
+    def save_state() -> None:
+        tu.save_checkpoint({
+            "model": net.resnet.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "rng": tu.rng_state(), "fingerprint": run_id,
+        }, last_path)
+
+    net.train()
+    # Running sums stay on the device: reading them every step would stall the GPU pipeline.
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+    seen, count = 0, 0
+    t_start = t_interval = time.perf_counter()
+    bar = tu.progress(total_steps, step, "train motion net")
+    try:
+        while step < total_steps:
+            epoch, first_batch = divmod(step, steps_per_epoch)
+            dataset.set_epoch(epoch)
+            batches = tu.epoch_batches(len(dataset), batch_size, cfg.seed, epoch)[first_batch:]
+            batches = batches[: total_steps - step]
+            lr = tu.step_decay_lr(cfg.lr, epoch, cfg.lr_decay_every, cfg.lr_decay_factor)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for batch in tu.make_loader(dataset, batches, cfg.num_workers, device.type == "cuda", cfg.seed + epoch):
+                flow = batch["flow"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                label = batch["label"].to(device, non_blocking=True)
+                torch.manual_seed(tu.step_seed(cfg.seed, step))
+                with tu.autocast(device, use_amp, cfg.amp_dtype):
+                    logits = net(flow).float()
+                    loss = F.cross_entropy(logits, label, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                count += 1
+                loss_sum = loss_sum + loss.detach()
+                correct = correct + (logits.detach().argmax(1) == label).sum()
+                seen += len(label)
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == total_steps:
+                    now = time.perf_counter()
+                    mean_loss, accuracy = float(loss_sum) / count, int(correct) / max(seen, 1)
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(f"motion-net training loss is not finite (steps {step - count + 1}-{step})")
+                    metrics.append({
+                        "step": step, "epoch": epoch, "lr": lr, "loss": mean_loss, "train_accuracy": accuracy,
+                        "images_per_s": seen / max(now - t_interval, 1e-9), "elapsed_s": now - t_start,
+                    })
+                    bar.set_postfix(loss=f"{mean_loss:.4g}", acc=f"{accuracy:.2f}")
+                    loss_sum, correct = torch.zeros_like(loss_sum), torch.zeros_like(correct)
+                    seen, count, t_interval = 0, 0, now
+                if step % cfg.checkpoint_every == 0 or step == total_steps:
+                    save_state()
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    log.warning("stopping at step %d as asked (--stop-after-steps)", step)
+                    return {"stopped": True, "step": step}
+    finally:
+        bar.close()
+
+    if cfg.bn_recalibration_batches > 0:
+        # The network is used frozen (eval mode) as the loss network: give it exact statistics.
+        dataset.set_epoch(total_steps // steps_per_epoch + 1)
+        batches = tu.epoch_batches(len(dataset), batch_size, cfg.seed, -1)[: cfg.bn_recalibration_batches]
+
+        def forward(model, batch):
+            flow = batch["flow"].to(device).contiguous(memory_format=memory_format)
+            with tu.autocast(device, use_amp, cfg.amp_dtype):
+                model(flow)
+
+        n = tu.recalibrate_batchnorm(net, tu.make_loader(dataset, batches, cfg.num_workers, False, cfg.seed), forward)
+        log.info("BatchNorm statistics recomputed over %d training batches", n)
+
+    summary: dict[str, Any] = {"stopped": False, "step": step}
+    if test_shards:
+        result = evaluate(net, test_shards, cfg, device)
+        summary.update(result)
+        write_text(out / "metrics.json", json.dumps(result | {"steps": step}, indent=2) + "\n")
+        log.info("test accuracy %.3f on %d samples (chance %.3f)", result["test_accuracy"],
+                 result["test_samples"], result["chance"])
+    tu.save_checkpoint({
+        "model": net.resnet.state_dict(), "num_classes": net.num_classes, "class_names": list(dataset.class_names),
+        "input_size": cfg.input_size, "magnitude_clip": float(dataset.magnitude_clip),
+        "test_accuracy": summary.get("test_accuracy"), "config": dataclasses.asdict(cfg), "step": step,
+    }, out / "checkpoint.pt")
+    tu.plot_loss_curve(out / "metrics.csv", out / "loss_curve.png", ("loss",), "Motion-content ResNet-18 training loss")
+    summary["metrics"] = metrics.read()
+    summary["checkpoint"] = str(out / "checkpoint.pt")
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shards", nargs="+", required=True, help="training HDF5 shards")
+    p.add_argument("--test-shards", nargs="*", default=[], help="test shards: accuracy goes to metrics.json")
+    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, last.pt, metrics.csv, loss_curve.png)")
+    p.add_argument("--config-json", help="the motion_net config slice: inline JSON or a .json/.yaml file")
+    p.add_argument("--pretrained", help="override motion_net.pretrained: imagenet, none, or a weights file")
+    p.add_argument("--max-steps", type=int, help="override motion_net.max_steps")
+    p.add_argument("--device", help="override motion_net.device")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave like a kill
+
+
+def run(args: argparse.Namespace) -> int:
+    values = tu.read_config_arg(args.config_json)
+    for key in ("pretrained", "max_steps", "device"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if values.get("pretrained") == "none":
+        values["pretrained"] = None
+    cfg = tu.config_from_mapping(MotionNetConfig, values, "motion_net")
+    summary = train_motion_net(args.shards, args.out, cfg, test_shards=args.test_shards or None,
+                               resume=not args.no_resume, stop_after_steps=args.stop_after_steps)
+    return tu.STOPPED_EXIT_CODE if summary["stopped"] else 0
