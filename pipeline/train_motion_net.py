@@ -266,6 +266,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-json", help="the motion_net config slice: inline JSON or a .json/.yaml file")
     p.add_argument("--pretrained", help="override motion_net.pretrained: imagenet, none, or a weights file")
     p.add_argument("--max-steps", type=int, help="override motion_net.max_steps")
+    p.add_argument("--threads", type=int, help="override motion_net.threads (CPU intra-op threads; the rule's threads)")
     p.add_argument("--device", help="override motion_net.device")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
     p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave like a kill
@@ -273,7 +274,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     values = tu.read_config_arg(args.config_json)
-    for key in ("pretrained", "max_steps", "device"):
+    for key in ("pretrained", "max_steps", "device", "threads"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if values.get("pretrained") == "none":
