@@ -229,23 +229,12 @@ def _train(shards, out: Path, cfg: TrainConfig, device: torch.device, motion_net
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shards", nargs="+", required=True, help="training HDF5 shards")
-    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, last.pt, metrics.csv, loss_curve.png)")
+    tu.add_training_arguments(p, "train")
     p.add_argument("--motion-net", help="motion-content network checkpoint from train-motion-net")
-    p.add_argument("--config-json", help="the train config slice: inline JSON or a .json/.yaml file")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--threads", type=int, help="override train.threads (CPU intra-op threads; the rule's threads)")
-    p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:1...)")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
-    p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave like a kill
 
 
 def run(args: argparse.Namespace) -> int:
-    values = tu.read_config_arg(args.config_json)
-    for key in ("max_steps", "device", "threads"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    cfg = tu.config_from_mapping(TrainConfig, values, "train")
+    cfg = tu.config_from_args(TrainConfig, args, "train")
     summary = train(args.shards, args.out, cfg, motion_net=args.motion_net, resume=not args.no_resume,
                     stop_after_steps=args.stop_after_steps)
     return tu.STOPPED_EXIT_CODE if summary["stopped"] else 0

@@ -260,26 +260,13 @@ def _train(shards, out: Path, cfg: MotionNetConfig, device: torch.device, test_s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shards", nargs="+", required=True, help="training HDF5 shards")
+    tu.add_training_arguments(p, "motion_net")
     p.add_argument("--test-shards", nargs="*", default=[], help="test shards: accuracy goes to metrics.json")
-    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, last.pt, metrics.csv, loss_curve.png)")
-    p.add_argument("--config-json", help="the motion_net config slice: inline JSON or a .json/.yaml file")
     p.add_argument("--pretrained", help="override motion_net.pretrained: imagenet, none, or a weights file")
-    p.add_argument("--max-steps", type=int, help="override motion_net.max_steps")
-    p.add_argument("--threads", type=int, help="override motion_net.threads (CPU intra-op threads; the rule's threads)")
-    p.add_argument("--device", help="override motion_net.device")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
-    p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave like a kill
 
 
 def run(args: argparse.Namespace) -> int:
-    values = tu.read_config_arg(args.config_json)
-    for key in ("pretrained", "max_steps", "device", "threads"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    if values.get("pretrained") == "none":
-        values["pretrained"] = None
-    cfg = tu.config_from_mapping(MotionNetConfig, values, "motion_net")
+    cfg = tu.config_from_args(MotionNetConfig, args, "motion_net", extra=("pretrained",))
     summary = train_motion_net(args.shards, args.out, cfg, test_shards=args.test_shards or None,
                                resume=not args.no_resume, stop_after_steps=args.stop_after_steps)
     return tu.STOPPED_EXIT_CODE if summary["stopped"] else 0

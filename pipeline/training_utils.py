@@ -10,6 +10,7 @@ with the same weights, bit for bit on the CPU, as a run that was never killed.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import dataclasses
@@ -317,3 +318,24 @@ def progress(total: int, initial: int, desc: str) -> Iterator:
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", mininterval=1.0, dynamic_ncols=True)
+
+
+def add_training_arguments(p: "argparse.ArgumentParser", section: str) -> None:
+    """The command-line options both training stages share; ``section`` names their config slice."""
+    p.add_argument("--shards", nargs="+", required=True, help="training HDF5 shards")
+    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, last.pt, metrics.csv, loss_curve.png)")
+    p.add_argument("--config-json", help=f"the {section} config slice: inline JSON or a .json/.yaml file")
+    p.add_argument("--max-steps", type=int, help=f"override {section}.max_steps")
+    p.add_argument("--threads", type=int, help=f"override {section}.threads (CPU intra-op threads; the rule's threads)")
+    p.add_argument("--device", help=f"override {section}.device (auto, cpu, cuda, cuda:1...)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave like a kill
+
+
+def config_from_args(cls: type, args: "argparse.Namespace", section: str, extra: Sequence[str] = ()) -> Any:
+    """The config slice from ``--config-json`` with the command-line overrides applied."""
+    values = read_config_arg(args.config_json)
+    for key in ("max_steps", "device", "threads", *extra):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    return config_from_mapping(cls, values, section)
