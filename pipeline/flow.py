@@ -55,13 +55,14 @@ def compute_video_flow(frames_npz: str | Path, out: str | Path, estimator_name: 
     with np.load(frames_npz) as data:
         record = {k: data[k] for k in data.files}
     video = str(record["video"])
-    base = dict(video=video, estimator=estimator_name, estimator_params=json.dumps(params, sort_keys=True),
+    estimator = make_estimator(estimator_name, **params)
+    # provenance: every parameter that changes the result, defaults included
+    base = dict(video=video, estimator=estimator_name, estimator_params=json.dumps(estimator.params(), sort_keys=True),
                 sample_indices=record["sample_indices"])
     if str(record["status"]) != "ok":
         save_npz(out, status="rejected", reason=str(record["reason"]), targets=np.zeros((0, 0, 0, 2), np.float32),
                  **base)
         return {"status": "rejected", "reason": str(record["reason"])}
-    estimator = make_estimator(estimator_name, **params)
     samples = [int(s) for s in record["sample_indices"]]
     targets = flow_targets(record["frames"], [int(t) for t in record["frame_indices"]], samples, estimator)
     status, reason = "ok", ""

@@ -73,17 +73,19 @@ class Member:
     flow_npz: str
 
 
-def _load_member(member: Member) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Rejection:
-    """(frames (S,H,W,3), raw targets (S,H,W,2), frame indices (S,)), or the video's rejection."""
+def _load_member(member: Member) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | Rejection:
+    """(frames (S,H,W,3), raw targets (S,H,W,2), frame indices (S,), the estimator's full parameters
+    as JSON), or the video's rejection."""
     with np.load(member.flow_npz) as flow:
         if str(flow["status"]) != "ok":
             return Rejection(member.video_id, str(flow["video"]), str(flow["reason"]))
         targets = flow["targets"]
         samples = flow["sample_indices"]
+        used_params = str(flow["estimator_params"])
     with np.load(member.frames_npz) as fr:
         where = {int(t): i for i, t in enumerate(fr["frame_indices"])}
         frames = fr["frames"][[where[int(s)] for s in samples]]
-    return frames, targets, samples
+    return frames, targets, samples, used_params
 
 
 def write_shard(members: list[Member], out: str | Path, *, frame_size: tuple[int, int], class_names: list[str],
@@ -105,6 +107,11 @@ def write_shard(members: list[Member], out: str | Path, *, frame_size: tuple[int
             loaded.append((m, *item))
     if rejected_out is not None:
         write_rejections(rejected, rejected_out)
+    # Record what the flow jobs actually used (defaults included), not only what the config named.
+    used = {item[4] for item in loaded}
+    if len(used) > 1:
+        raise ValueError(f"{out}: members' flow was computed with different estimator parameters: {sorted(used)}")
+    params_json = used.pop() if used else json.dumps(estimator_params, sort_keys=True)
     n = sum(len(item[3]) for item in loaded)
     kwargs = compression(codec)
     with atomic_path(out) as tmp:
@@ -115,7 +122,7 @@ def write_shard(members: list[Member], out: str | Path, *, frame_size: tuple[int
                                        **(kwargs if n else {}))
             labels, ids, indices = [], [], []
             row = 0
-            for member, frames, targets, samples in loaded:
+            for member, frames, targets, samples, _ in loaded:
                 if frames.shape[1:3] != (h, w):
                     raise ValueError(f"{member.frames_npz}: frames are {frames.shape[1:3]}, shard expects {(h, w)}")
                 encoded = encode(targets)
@@ -135,7 +142,7 @@ def write_shard(members: list[Member], out: str | Path, *, frame_size: tuple[int
                 "format": SHARD_FORMAT, "format_version": SHARD_FORMAT_VERSION,
                 "encoding": "sin,cos,magnitude_px", "encoding_version": ENCODING_VERSION,
                 "magnitude_clip": float(magnitude_clip), "frame_size": np.array([h, w], np.int64),
-                "estimator": estimator, "estimator_params": json.dumps(estimator_params, sort_keys=True),
+                "estimator": estimator, "estimator_params": params_json,
                 "class_names": json.dumps(list(class_names)), "split": split, "shard_index": int(shard_index),
                 "codec": codec, "n_samples": n, "n_videos": len(loaded), "im2flow_version": __version__,
             })

@@ -45,6 +45,7 @@ def small_config(root: Path, name: str = "t", demo: bool = False, **overrides) -
     config["dataset"]["root"] = str(root)
     config["demo"].update(enabled=demo, videos_per_class=2, test_groups=1, frames=12)
     config["frames"].update(size=[48, 48], every=3)
+    config["flow"]["estimator"] = "tvl1"
     config["flow"]["params"]["tvl1"] = {"threads": 1, "warps": 3, "nscales": 3}
     config["shards"]["per_split"] = 2
     for key, value in overrides.items():

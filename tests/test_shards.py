@@ -29,7 +29,7 @@ def fake_video_outputs(tmp_path, name, n_samples=3, size=(24, 32), seed=0, statu
              frame_indices=samples, sample_indices=samples, n_decoded=50)
     save_npz(tmp_path / f"{name}.flow.npz", video=name, status=status, reason="" if status == "ok" else "bad file",
              targets=targets if status == "ok" else np.zeros((0, *size, 2), np.float32), sample_indices=samples,
-             estimator="tvl1", estimator_params="{}")
+             estimator="tvl1", estimator_params='{"warps": 5}')
     return Member(name, seed % 3, str(tmp_path / f"{name}.frames.npz"), str(tmp_path / f"{name}.flow.npz")), \
         frames, targets
 

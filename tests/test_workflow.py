@@ -56,7 +56,8 @@ def test_demo_dag_writes_complete_shards_with_provenance(workdir):
         assert is_complete(path)
         with h5py.File(path) as f:
             a = f.attrs
-            assert a["estimator"] == "tvl1" and json.loads(a["estimator_params"]) == config["flow"]["params"]["tvl1"]
+            recorded = json.loads(a["estimator_params"])
+            assert a["estimator"] == "tvl1" and config["flow"]["params"]["tvl1"].items() <= recorded.items()
             assert list(a["frame_size"]) == [48, 48] and a["magnitude_clip"] == config["shards"]["magnitude_clip"]
             assert json.loads(a["class_names"]) == config["demo"]["classes"]
             split = a["split"]
