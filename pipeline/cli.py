@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pipeline.train", "train the Im2Flow encoder-decoder"),
     "evaluate": ("pipeline.evaluate", "flow-prediction metrics against baselines"),
     "predict": ("pipeline.predict", "hallucinate flow for still images"),
+    "recognize": ("pipeline.recognize", "static-image action recognition with hallucinated motion (Table 2)"),
     "report": ("pipeline.report", "the HTML/Markdown report"),
 }
 

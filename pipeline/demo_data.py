@@ -217,6 +217,32 @@ ACTORS = {
 }
 
 
+def _with_decoy(background: np.ndarray, class_name: str, seed: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Paint one static decoy into the background: another class's object, grey and smaller.
+
+    The decoy never moves (it is part of the static background, so the true flow
+    stays exact), but a still frame now shows two class shapes: the label is the
+    one that moves. Appearance must learn which shape counts from a few labelled
+    stills; flow, true or hallucinated, shows only the mover. The decoy draws on
+    its own generator, so the moving object of a given seed is unchanged.
+    """
+    h, w = background.shape[:2]
+    rng = np.random.default_rng([int(seed), 7])
+    others = [c for c in ACTORS if c != class_name]
+    decoy = ACTORS[others[int(rng.integers(0, len(others)))]](rng, h, w, 12)
+    pose = decoy.poses[int(rng.integers(0, 12))].copy()
+    scale = rng.uniform(0.55, 0.75)
+    pose[:, :2] *= scale
+    pose[:, 2] = (rng.uniform(0.15, 0.85) * w, rng.uniform(0.15, 0.85) * h)
+    xo, yo = _apply(_invert(pose), xs, ys)
+    size = 2 * max(h, w)
+    tex = _texture(rng, size, np.full(3, rng.uniform(0.35, 0.65)), 0.3)
+    tex = cv2.remap(tex, (xo + size / 2).astype(np.float32), (yo + size / 2).astype(np.float32), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT)
+    grey = np.clip(decoy.shade(xo, yo, tex), 0.0, 1.0).mean(axis=-1, keepdims=True)
+    return np.where(decoy.mask(xo, yo)[..., None], grey, background).astype(np.float32)
+
+
 def render_video(class_name: str, seed: int, size_hw: tuple[int, int], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Render one clip: (T, H, W, 3) uint8 RGB frames and (T-1, H, W, 2) float32 true flow t -> t+1."""
     h, w = size_hw
@@ -227,6 +253,7 @@ def render_video(class_name: str, seed: int, size_hw: tuple[int, int], n_frames:
     object_tex = _texture(rng, tex_size, rng.uniform(0.35, 0.75, 3), 0.3)
 
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    background = _with_decoy(background, class_name, seed, xs, ys)
     frames = np.empty((n_frames, h, w, 3), np.uint8)
     flows = np.zeros((max(n_frames - 1, 0), h, w, 2), np.float32)
     for t in range(n_frames):

@@ -40,7 +40,7 @@ def workdir(tmp_path_factory):
     """The demo config (rendering included, through the checkpoint), shrunk to run in about a minute."""
     work = tmp_path_factory.mktemp("wf")
     config = small_config("data/ds", name="t", demo=True)
-    run_snakemake(work, config)
+    run_snakemake(work, config, "prepare_data")
     return work, config
 
 
@@ -85,24 +85,24 @@ def test_incremental_rerun_and_bad_input(workdir):
     root = work / "data" / "ds"
     trainlist = root / "ucfTrainTestlist" / "trainlist01.txt"
 
-    # nothing to do when nothing changed (Snakemake lists the output-less target rule `all`
+    # nothing to do when nothing changed (Snakemake lists the output-less target rule
     # after a checkpoint; it runs no command)
-    assert set(planned_jobs(run_snakemake(work, config, "-n"))) <= {"all"}
+    assert set(planned_jobs(run_snakemake(work, config, "-n", "prepare_data"))) <= {"prepare_data"}
 
     # one new video: only its jobs, its one shard and what depends on them
     frames, _ = render_video("CarDrive", 99, (96, 128), 12)
     write_video(root / "CarDrive" / "v_CarDrive_g09_c01.avi", frames)
     trainlist.write_text(trainlist.read_text() + "CarDrive/v_CarDrive_g09_c01.avi 4\n")
-    plan = planned_jobs(run_snakemake(work, config, "-n"))
-    assert plan == {"frames": 1, "flow": 1, "shard": 1, "manifest": 1, "rejected_videos": 1, "all": 1}, plan
-    proc = run_snakemake(work, config, "-n")
+    proc = run_snakemake(work, config, "-n", "prepare_data")
+    plan = planned_jobs(proc)
+    assert plan == {"frames": 1, "flow": 1, "shard": 1, "manifest": 1, "rejected_videos": 1, "prepare_data": 1}, plan
     new_shard = f"train-{shard_of('CarDrive/v_CarDrive_g09_c01', 2):03d}.h5"
     assert new_shard in proc.stdout
 
     # every bad-input kind, listed in the split file: the DAG completes and lists each with its reason
     expected = make_bad_videos(root / "CarDrive", root / "CarDrive" / "v_CarDrive_g01_c01.avi")
     trainlist.write_text(trainlist.read_text() + "".join(f"CarDrive/{n} 4\n" for n in expected))
-    run_snakemake(work, config)
+    run_snakemake(work, config, "prepare_data")
     rejected = {r.video_id.split("/")[1]: r for r in read_rejections(work / "results/t/rejected_videos.tsv")}
     assert set(rejected) == {n[:-4] for n in expected}
     for name, words in expected.items():
@@ -115,7 +115,7 @@ def test_incremental_rerun_and_bad_input(workdir):
     # a changed flow parameter reruns the flow jobs (and the shards), not the decoding
     changed = json.loads(json.dumps(config))
     changed["flow"]["params"]["tvl1"]["warps"] = 4
-    plan = planned_jobs(run_snakemake(work, changed, "-n"))
+    plan = planned_jobs(run_snakemake(work, changed, "-n", "prepare_data"))
     assert plan.get("flow") == 13 + len(expected) and "frames" not in plan and plan.get("shard") == 4, plan
 
 
