@@ -67,6 +67,10 @@ rule frames:
     resources:
         mem_mb=2000,
         runtime=10,
+    # On a cluster, a video's frames and flow jobs form one connected group; the SLURM profile's
+    # `group-components: video=N` packs N videos into one submission (ignored in local runs).
+    group:
+        "video"
     shell:
         "im2flow frames --video {params.video} --out {output:q} --size {params.size} --policy {params.policy}"
         " --every {params.every} --per-video {params.per_video} > {log:q} 2>&1"
@@ -87,6 +91,8 @@ rule flow:
     resources:
         mem_mb=4000,
         runtime=60,
+    group:
+        "video"
     shell:
         "im2flow flow --frames {input:q} --out {output:q} --estimator {wildcards.estimator}"
         " --params {params.estimator_params} > {log:q} 2>&1"
@@ -158,3 +164,5 @@ rule prepare_data:
         SHARDS,
         f"{RESULTS}/manifest.tsv",
         f"{RESULTS}/rejected_videos.tsv",
+
+FINAL_TARGETS.extend(rules.prepare_data.input)
