@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("pipeline.flow", "five-future-frame flow targets for one video's sample frames"),
     "shard": ("pipeline.shards", "write one HDF5 shard from per-video frames and flows"),
     "rejected": ("pipeline.rejects", "gather the rejected-videos list"),
+    "static-shard": ("pipeline.static_dataset", "centre frames and their true flow of a shard's videos (recognition)"),
     "train-motion-net": ("pipeline.train_motion_net", "train the motion-content ResNet-18 on flow images"),
     "train": ("pipeline.train", "train the Im2Flow encoder-decoder"),
     "evaluate": ("pipeline.evaluate", "flow-prediction metrics against baselines"),
