@@ -40,7 +40,8 @@ def make_demo_shards(root: Path, videos_per_class: int = 4, n_frames: int = 11, 
             targets = np.stack([flow[t : t + 5].mean(0) for t in samples])  # five-future-frame average
             vid = f"{name}_g{group:02d}"
             np.savez(root / f"{vid}.frames.npz", frames=frames, frame_indices=np.arange(n_frames))
-            np.savez(root / f"{vid}.flow.npz", status="ok", targets=targets, sample_indices=samples)
+            np.savez(root / f"{vid}.flow.npz", status="ok", targets=targets, sample_indices=samples,
+                     estimator_params="{}")
             members["test" if group == 0 else "train"].append(
                 Member(vid, label, str(root / f"{vid}.frames.npz"), str(root / f"{vid}.flow.npz"))
             )

@@ -55,3 +55,5 @@ rule train_im2flow:
     shell:
         "im2flow train --shards {input.train} --motion-net {input.motion_net} --out {params.out}"
         " --config-json {params.config} --threads {threads} > {log} 2>&1"
+
+FINAL_TARGETS.extend([rules.train_motion_net.output.metrics, rules.train_im2flow.output.checkpoint])

@@ -1,0 +1,36 @@
+# Flow-prediction evaluation (Table 1: Im2Flow against the baselines) and motion potential.
+# gpu=1: it runs the Im2Flow network and the baselines' CNNs.
+
+EVALUATION = f"{RESULTS}/evaluation/{ESTIMATOR}"
+
+
+rule evaluate:
+    input:
+        train=TRAIN_SHARDS,
+        test=TEST_SHARDS,
+        checkpoint=rules.train_im2flow.output.checkpoint,
+    output:
+        table=f"{EVALUATION}/table.csv",
+        table_md=f"{EVALUATION}/table.md",
+        per_image=f"{EVALUATION}/per_image.csv",
+        examples=f"{EVALUATION}/examples.png",
+        motion_potential=f"{EVALUATION}/motion_potential.csv",
+        motion_potential_png=f"{EVALUATION}/motion_potential.png",
+        summary=f"{EVALUATION}/summary.json",
+    params:
+        config=lambda wc: shlex.quote(json.dumps(CFG["evaluate"], sort_keys=True)),
+        out=EVALUATION,
+    log:
+        f"{LOGS}/evaluate.log",
+    benchmark:
+        f"{BENCH}/evaluate.tsv"
+    threads: GPU["threads"]
+    resources:
+        gpu=1,
+        mem_mb=GPU["mem_mb"],
+        runtime=GPU["runtime"],
+    shell:
+        "im2flow evaluate --train-shards {input.train} --test-shards {input.test} --checkpoint {input.checkpoint}"
+        " --out {params.out} --config-json {params.config} --threads {threads} > {log} 2>&1"
+
+FINAL_TARGETS.extend([rules.evaluate.output.table, rules.evaluate.output.motion_potential])
