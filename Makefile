@@ -24,7 +24,7 @@ demo: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 clean-demo:
 	rm -rf results/demo data/demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,3 +95,51 @@ def make_bad_videos(class_dir: Path, source_video: Path) -> dict[str, str]:
         "v_too_short.avi": "too short",
         "v_unreadable.avi": "unreadable",
     }
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[-1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def write_demo_shards(root: Path, size: int = 40, videos_per_class: int = 4, n_frames: int = 11, every: int = 2,
+                      train_parts: int = 2) -> dict[str, list[str]]:
+    """Demo clips with their exact five-future-frame flow -> train shards and one test shard (group 0),
+    through the real shard writer (no video coding, no estimator: fast and exact)."""
+    import numpy as np
+
+    from pipeline.demo_data import CLASSES, render_video
+    from pipeline.shards import Member, write_shard
+
+    root.mkdir(parents=True, exist_ok=True)
+    members: dict[str, list] = {"train": [], "test": []}
+    for label, name in enumerate(CLASSES):
+        for group in range(videos_per_class):
+            frames, flow = render_video(name, 100 * label + group, (size, size), n_frames)
+            samples = np.arange(0, n_frames - 5, every)
+            targets = np.stack([flow[t:t + 5].mean(0) for t in samples])
+            vid = f"{name}_g{group:02d}"
+            np.savez(root / f"{vid}.frames.npz", frames=frames, frame_indices=np.arange(n_frames))
+            np.savez(root / f"{vid}.flow.npz", status="ok", video=vid, reason="", targets=targets,
+                     sample_indices=samples, estimator="true", estimator_params="{}")
+            members["test" if group == 0 else "train"].append(
+                Member(vid, label, str(root / f"{vid}.frames.npz"), str(root / f"{vid}.flow.npz")))
+    shards: dict[str, list[str]] = {"train": [], "test": []}
+    for split, parts in (("train", train_parts), ("test", 1)):
+        for i in range(parts):
+            path = root / f"{split}_{i}.h5"
+            write_shard(members[split][i::parts], path, frame_size=(size, size), class_names=list(CLASSES),
+                        estimator="true", estimator_params={}, split=split, shard_index=i, magnitude_clip=8.0)
+            shards[split].append(str(path))
+    return shards

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import write_demo_shards
 import torch
 
 from pipeline.evaluate import IM2FLOW, EvaluateConfig, evaluate, format_margins, margins, pick_figure_rows
@@ -26,36 +28,9 @@ def one_thread():
 SIZE = 40  # frames; the tiny U-Net sees them resized to 32 (its multiple), which tests the resize path
 
 
-def make_demo_shards(root: Path, videos_per_class: int = 2, n_frames: int = 9, every: int = 2) -> dict[str, list[str]]:
-    """Demo clips with exact five-future-frame flow -> one train and one test shard (group 0), real writer."""
-    from pipeline.demo_data import CLASSES, render_video
-    from pipeline.shards import Member, write_shard
-
-    root.mkdir(parents=True, exist_ok=True)
-    members: dict[str, list] = {"train": [], "test": []}
-    for label, name in enumerate(CLASSES):
-        for group in range(videos_per_class):
-            frames, flow = render_video(name, 100 * label + group, (SIZE, SIZE), n_frames)
-            samples = np.arange(0, n_frames - 5, every)
-            targets = np.stack([flow[t:t + 5].mean(0) for t in samples])
-            vid = f"{name}_g{group:02d}"
-            np.savez(root / f"{vid}.frames.npz", frames=frames, frame_indices=np.arange(n_frames))
-            np.savez(root / f"{vid}.flow.npz", status="ok", video=vid, reason="", targets=targets,
-                     sample_indices=samples, estimator="true", estimator_params="{}")
-            members["test" if group == 0 else "train"].append(
-                Member(vid, label, str(root / f"{vid}.frames.npz"), str(root / f"{vid}.flow.npz")))
-    shards = {}
-    for split in ("train", "test"):
-        path = root / f"{split}.h5"
-        write_shard(members[split], path, frame_size=(SIZE, SIZE), class_names=list(CLASSES), estimator="true",
-                    estimator_params={}, split=split, shard_index=0, magnitude_clip=8.0)
-        shards[split] = [str(path)]
-    return shards
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, list[str]]:
-    return make_demo_shards(tmp_path_factory.mktemp("eval_shards"))
+    return write_demo_shards(tmp_path_factory.mktemp("eval_shards"), SIZE, videos_per_class=2, n_frames=9, train_parts=1)
 
 
 @pytest.fixture(scope="module")

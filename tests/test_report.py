@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_snakemake, small_config
+from conftest import planned_jobs, run_snakemake, small_config
 from pipeline.metrics import write_rows_csv
 from pipeline.report import benchmark_timings, build_report, parse_markdown_table
 
@@ -165,6 +165,7 @@ def test_demo_dag_ends_in_the_report(tmp_path):
     for rule in ("frames", "flow", "train_im2flow", "evaluate"):
         assert f"<td>{rule}</td>" in page, rule
     assert page.count("data:image/png;base64,") >= 4
-    # the report is the DAG's final target: nothing left to do
+    # the report is the DAG's final target: nothing left to do (after the demo checkpoint,
+    # Snakemake still lists the output-less target rule `all`, which runs no command)
     dry = run_snakemake(tmp_path, config, "-n")
-    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert set(planned_jobs(dry)) <= {"all"}, dry.stdout[-3000:]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import write_demo_shards
 import torch
 
 from pipeline import training_utils as tu
@@ -26,38 +28,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def make_demo_shards(root: Path, videos_per_class: int = 4, n_frames: int = 11, every: int = 2) -> dict[str, list[str]]:
-    """Demo clips with exact flow -> train shards (2) and a test shard (group 0), via the real shard writer."""
-    from pipeline.demo_data import CLASSES, render_video
-    from pipeline.shards import Member, write_shard
-
-    root.mkdir(parents=True, exist_ok=True)
-    members: dict[str, list] = {"train": [], "test": []}
-    for label, name in enumerate(CLASSES):
-        for group in range(videos_per_class):
-            frames, flow = render_video(name, 100 * label + group, (SIZE, SIZE), n_frames)
-            samples = np.arange(0, n_frames - 5, every)
-            targets = np.stack([flow[t : t + 5].mean(0) for t in samples])  # five-future-frame average
-            vid = f"{name}_g{group:02d}"
-            np.savez(root / f"{vid}.frames.npz", frames=frames, frame_indices=np.arange(n_frames))
-            np.savez(root / f"{vid}.flow.npz", status="ok", targets=targets, sample_indices=samples,
-                     estimator_params="{}")
-            members["test" if group == 0 else "train"].append(
-                Member(vid, label, str(root / f"{vid}.frames.npz"), str(root / f"{vid}.flow.npz"))
-            )
-    shards: dict[str, list[str]] = {"train": [], "test": []}
-    for split, parts in (("train", 2), ("test", 1)):
-        for i in range(parts):
-            path = root / f"{split}_{i}.h5"
-            write_shard(members[split][i::parts], path, frame_size=(SIZE, SIZE), class_names=list(CLASSES),
-                        estimator="true", estimator_params={}, split=split, shard_index=i, magnitude_clip=8.0)
-            shards[split].append(str(path))
-    return shards
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, list[str]]:
-    return make_demo_shards(tmp_path_factory.mktemp("shards"))
+    return write_demo_shards(tmp_path_factory.mktemp("shards"), SIZE)
 
 
 MOTION_CFG = dict(pretrained=None, input_size=None, batch_size=8, epochs=100, max_steps=30, lr=1e-3, crop=32,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import make_bad_videos, run_snakemake, small_config
+from conftest import make_bad_videos, planned_jobs, run_snakemake, small_config
 from pipeline.dataset import ShardDataset
 from pipeline.demo_data import render_video, write_video
 from pipeline.discovery import read_manifest
@@ -17,22 +16,6 @@ from pipeline.rejects import read_rejections
 from pipeline.shards import is_complete, shard_of
 
 pytestmark = pytest.mark.slow
-
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[-1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    counts.pop("total", None)
-    return counts
 
 
 @pytest.fixture(scope="module")
