@@ -39,7 +39,7 @@ METRIC_FIELDS = ("step", "epoch", "lr", "loss", "pixel", "content", "weighted_pi
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(tu.RunConfig):
     """The `train` slice of the config. Defaults are the paper's (UCF-101 preset)."""
 
     model: str = "paper"  # U-Net preset: paper | released | small | tiny
@@ -59,24 +59,11 @@ class TrainConfig:
     content_weight: float = 0.02  # λ; 0 disables the motion-content term
     content_distance: str = "l2"  # "l1" is what the released code used
     gradient_weighting: bool = True
-    seed: int = 0
-    num_workers: int = 4
-    checkpoint_every: int = 500  # steps
-    log_every: int = 20  # steps
-    amp: bool = True  # CUDA only
-    amp_dtype: str = "bfloat16"  # or "float16" (then a GradScaler is used)
-    channels_last: bool = True  # CUDA only
-    deterministic: bool = True
-    device: str = "auto"
-    threads: int | None = None  # CPU intra-op threads (the rule's `threads:`); None = PyTorch's default
+
+    SECTION = "train"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("train.batch_size and train.epochs must be >= 1")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("train.checkpoint_every and train.log_every must be >= 1")
-        if self.amp_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"train.amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+        super().__post_init__()
         if self.content_distance not in ("l1", "l2"):
             raise ValueError(f"train.content_distance must be l1 or l2, got {self.content_distance!r}")
         unet_config(self.model, dilations=self.dilations, dropout=self.dropout)  # fails early on a bad preset

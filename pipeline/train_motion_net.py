@@ -35,7 +35,7 @@ METRIC_FIELDS = ("step", "epoch", "lr", "loss", "train_accuracy", "images_per_s"
 
 
 @dataclass
-class MotionNetConfig:
+class MotionNetConfig(tu.RunConfig):
     """The `motion_net` slice of the config.
 
     The paper fine-tunes an ImageNet ResNet-18 on UCF-101 flow images and
@@ -56,24 +56,8 @@ class MotionNetConfig:
     bn_recalibration_batches: int = 100  # precise BatchNorm statistics at the end; 0 = keep running averages
     crop: int | None = 224
     flip: bool = True
-    seed: int = 0
-    num_workers: int = 4
-    checkpoint_every: int = 500
-    log_every: int = 20
-    amp: bool = True
-    amp_dtype: str = "bfloat16"
-    channels_last: bool = True
-    deterministic: bool = True
-    device: str = "auto"
-    threads: int | None = None  # CPU intra-op threads (the rule's `threads:`); None = PyTorch's default
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("motion_net.batch_size and motion_net.epochs must be >= 1")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("motion_net.checkpoint_every and motion_net.log_every must be >= 1")
-        if self.amp_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"motion_net.amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+    SECTION = "motion_net"
 
 
 def _open_dataset(shards: list[str], crop: int | None, flip: bool, seed: int):

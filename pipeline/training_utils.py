@@ -339,3 +339,30 @@ def config_from_args(cls: type, args: "argparse.Namespace", section: str, extra:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return config_from_mapping(cls, values, section)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Fields both training stages share: how a run executes, not what it learns."""
+
+    SECTION = "train"
+
+    seed: int = 0
+    num_workers: int = 4
+    checkpoint_every: int = 500  # steps
+    log_every: int = 20  # steps
+    amp: bool = True  # CUDA only
+    amp_dtype: str = "bfloat16"  # or "float16" (then a GradScaler is used)
+    channels_last: bool = True  # CUDA only
+    deterministic: bool = True
+    device: str = "auto"
+    threads: int | None = None  # CPU intra-op threads (the rule's `threads:`); None = PyTorch's default
+
+    def __post_init__(self) -> None:
+        section = self.SECTION
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"{section}.batch_size and {section}.epochs must be >= 1")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError(f"{section}.checkpoint_every and {section}.log_every must be >= 1")
+        if self.amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"{section}.amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
