@@ -16,6 +16,19 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny tensors on a 2-core machine: one torch intra-op thread is several times faster than two
+    (and many times faster when the cores are shared). Session-wide, so module fixtures and the
+    tests that compare against them compute with the same thread count (the same float sums)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """Six classes, two videos each (group 1 = test), 14 frames at 96x128: rendered once per session."""

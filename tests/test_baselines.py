@@ -23,17 +23,6 @@ def _toy(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return frames, flows
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The CI box has two shared cores: one intra-op thread is faster there than two fighting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random_set(n: int = 6, h: int = 16, w: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),

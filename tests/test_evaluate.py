@@ -17,14 +17,6 @@ from pipeline.motion_potential import motion_potential, score_images, spearman
 from pipeline.predict import hallucinate, network_size, set_bn_mode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SIZE = 40  # frames; the tiny U-Net sees them resized to 32 (its multiple), which tests the resize path
 
 

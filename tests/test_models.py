@@ -9,14 +9,6 @@ from models.losses import Im2FlowLoss, LossWeights, magnitude_weight, weight_dir
 from models.motion_net import MotionContentNet, build_motion_net, freeze, load_backbone_weights
 from models.unet import PRESETS, Im2FlowUNet, UNetConfig, build_unet, count_parameters, same_half_padding, unet_config
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # pix2pix's U-Net-256 has about 54.4 M parameters (reference/facts.md); ours has exactly this many.
 PAPER_PARAMETERS = 54_414_531

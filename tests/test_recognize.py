@@ -19,15 +19,6 @@ from pipeline.frames import extract_frames, sample_indices
 from pipeline.shards import Member, write_shard
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a loaded 2-core machine one torch thread is many times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_centre_policy_picks_the_middle_usable_frame():
     assert sample_indices(24, "centre") == [11]
     assert sample_indices(25, "centre") == [12]

@@ -19,15 +19,6 @@ from pipeline.train_motion_net import MotionNetConfig, train_motion_net
 SIZE = 40  # frames; training crops are 32 (the tiny U-Net's multiple)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, list[str]]:
     return write_demo_shards(tmp_path_factory.mktemp("shards"), SIZE)
