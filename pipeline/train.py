@@ -94,24 +94,17 @@ def train(
     ``stop_after_steps`` stops like a kill would (after that step, no final
     outputs); the next call with the same arguments resumes from ``last.pt``.
     """
-    device = tu.choose_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    with tu.determinism(cfg.deterministic, device):
+    with tu.run_device(cfg) as device:
         return _train(shards, Path(out_dir), cfg, device, motion_net, resume, stop_after_steps)
 
 
 def _train(shards, out: Path, cfg: TrainConfig, device: torch.device, motion_net, resume, stop_after_steps):
     out.mkdir(parents=True, exist_ok=True)
     tu.seed_everything(cfg.seed)
-    use_amp = cfg.amp and device.type == "cuda"
-    channels_last = cfg.channels_last and device.type == "cuda"
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
     dataset = _open_dataset([str(s) for s in shards], cfg.crop, cfg.flip, cfg.seed)
-    batch_size = tu.effective_batch_size(len(dataset), cfg.batch_size)
-    steps_per_epoch = len(dataset) // batch_size
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else cfg.max_steps
+    plan = tu.plan_run(cfg, len(dataset), device)
+    use_amp, memory_format, batch_size = plan.use_amp, plan.memory_format, plan.batch_size
+    steps_per_epoch, total_steps = plan.steps_per_epoch, plan.total_steps
 
     model = Im2FlowUNet(cfg.unet()).to(device=device, memory_format=memory_format)
     log.info("Im2Flow U-Net preset %r: %s parameters, dilations %s, on %s%s",
@@ -127,12 +120,8 @@ def _train(shards, out: Path, cfg: TrainConfig, device: torch.device, motion_net
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     scaler = tu.make_grad_scaler(device, use_amp, cfg.amp_dtype)
 
-    run_id = tu.fingerprint({
-        "config": tu.result_relevant(dataclasses.asdict(cfg)) | {"device": device.type},
-        "shards": sorted(str(Path(s).resolve()) for s in shards),
-        "motion_net": str(Path(motion_net).resolve()) if motion_net else None,
-        "total_steps": total_steps,
-    })
+    run_id = tu.run_fingerprint(cfg, shards, device, total_steps,
+                                motion_net=str(Path(motion_net).resolve()) if motion_net else None)
     last_path = out / "last.pt"
     step = 0
     ckpt = tu.find_resumable(last_path, run_id) if resume else None

@@ -113,23 +113,17 @@ def train_motion_net(
 
     ``stop_after_steps`` stops like a kill would; the next call resumes from ``last.pt``.
     """
-    device = tu.choose_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    with tu.determinism(cfg.deterministic, device):
+    with tu.run_device(cfg) as device:
         return _train(shards, Path(out_dir), cfg, device, test_shards, resume, stop_after_steps)
 
 
 def _train(shards, out: Path, cfg: MotionNetConfig, device: torch.device, test_shards, resume, stop_after_steps):
     out.mkdir(parents=True, exist_ok=True)
     tu.seed_everything(cfg.seed)
-    use_amp = cfg.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
-
     dataset = _open_dataset([str(s) for s in shards], cfg.crop, cfg.flip, cfg.seed)
-    batch_size = tu.effective_batch_size(len(dataset), cfg.batch_size)
-    steps_per_epoch = len(dataset) // batch_size
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else cfg.max_steps
+    plan = tu.plan_run(cfg, len(dataset), device)
+    use_amp, memory_format, batch_size = plan.use_amp, plan.memory_format, plan.batch_size
+    steps_per_epoch, total_steps = plan.steps_per_epoch, plan.total_steps
 
     net = build_motion_net(dataset.num_classes, cfg.input_size, cfg.pretrained).to(device=device, memory_format=memory_format)
     log.info("motion-content ResNet-18: %d classes, input %s, on %s", dataset.num_classes,
@@ -137,11 +131,7 @@ def _train(shards, out: Path, cfg: MotionNetConfig, device: torch.device, test_s
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = tu.make_grad_scaler(device, use_amp, cfg.amp_dtype)
 
-    run_id = tu.fingerprint({
-        "config": tu.result_relevant(dataclasses.asdict(cfg)) | {"device": device.type},
-        "shards": sorted(str(Path(s).resolve()) for s in shards),
-        "total_steps": total_steps,
-    })
+    run_id = tu.run_fingerprint(cfg, shards, device, total_steps)
     last_path = out / "last.pt"
     step = 0
     ckpt = tu.find_resumable(last_path, run_id) if resume else None

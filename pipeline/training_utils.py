@@ -366,3 +366,48 @@ class RunConfig:
             raise ValueError(f"{section}.checkpoint_every and {section}.log_every must be >= 1")
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"{section}.amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+
+
+@contextlib.contextmanager
+def run_device(cfg: RunConfig) -> Iterator[torch.device]:
+    """The device a run uses, with its thread count and determinism settings applied."""
+    device = choose_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with determinism(cfg.deterministic, device):
+        yield device
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What follows from a config, the device and the dataset size: precision, layout and step counts."""
+
+    use_amp: bool
+    memory_format: torch.memory_format
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_run(cfg: RunConfig, n_samples: int, device: torch.device) -> RunPlan:
+    on_cuda = device.type == "cuda"
+    batch_size = effective_batch_size(n_samples, cfg.batch_size)
+    steps_per_epoch = n_samples // batch_size
+    return RunPlan(
+        use_amp=cfg.amp and on_cuda,
+        memory_format=torch.channels_last if cfg.channels_last and on_cuda else torch.contiguous_format,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=cfg.epochs * steps_per_epoch if cfg.max_steps is None else cfg.max_steps,
+    )
+
+
+def run_fingerprint(cfg: RunConfig, shards: Sequence[str], device: torch.device, total_steps: int,
+                    **extra: Any) -> str:
+    """Identity of a run for resuming: same result-relevant config, inputs and length."""
+    return fingerprint({
+        "config": result_relevant(dataclasses.asdict(cfg)) | {"device": device.type},
+        "shards": sorted(str(Path(s).resolve()) for s in shards),
+        **extra,
+        "total_steps": total_steps,
+    })
