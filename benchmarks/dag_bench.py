@@ -2,9 +2,9 @@
 
 Writes a manifest (pipeline.discovery.write_manifest) of N fake videos in the UCF-101 layout
 (101 classes, ``<Class>/v_<Class>_gNN_cMM.avi``, 25 groups, groups 1-7 = test as in split 1)
-and, unless --no-placeholders, an empty placeholder file for each video, so that the frames
+and, unless --no-placeholders, an empty placeholder file for each video, so that the per-video
 rule's input function sees the video as it would on a real dataset (without the file the
-frames job has no input and is planned all the same). Nothing is decoded: a dry run only.
+video job has no input and is planned all the same). Nothing is decoded: a dry run only.
 
 The config is a preset (configs/ucf101.yaml by default) with dataset.root and dataset.manifest
 pointed at the fake dataset. Measured: seconds until Snakemake has built the DAG (its first
@@ -158,7 +158,7 @@ def markdown(results: list[DryRun]) -> str:
             "frames+flow submissions | videos per flow submission |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        flow_subs = r.group_jobs.get("video", 0) + r.single_jobs.get("flow", 0)
+        flow_subs = r.group_jobs.get("video", 0) + r.single_jobs.get("video_targets", 0)
         per = f"{r.videos / flow_subs:.1f}" if flow_subs else "-"
         rows.append(f"| {r.videos} | {r.profile or 'none (local)'} | {sum(r.jobs.values())} | {r.dag_seconds:.1f} "
                     f"| {r.total_seconds:.1f} | {r.cpu_seconds:.1f} | {r.submissions if r.profile else '-'} "

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "discover": ("pipeline.discovery", "list a dataset's videos, classes and splits as a manifest"),
     "frames": ("pipeline.frames", "decode, resize and sample the frames of one video"),
     "flow": ("pipeline.flow", "five-future-frame flow targets for one video's sample frames"),
+    "video-targets": ("pipeline.video_targets", "frames, then flow targets, of one video (the DAG's per-video job)"),
     "shard": ("pipeline.shards", "write one HDF5 shard from per-video frames and flows"),
     "rejected": ("pipeline.rejects", "gather the rejected-videos list"),
     "static-shard": ("pipeline.static_dataset", "centre frames and their true flow of a shard's videos (recognition)"),

@@ -78,11 +78,15 @@ def compute_video_flow(frames_npz: str | Path, out: str | Path, estimator_name: 
     return {"status": status, "reason": reason, "targets": targets}
 
 
+def add_estimator_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--estimator", default="tvl1")
+    p.add_argument("--params", default="{}", help="estimator parameters as JSON")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", required=True, type=Path, help="npz written by `im2flow frames`")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--estimator", default="tvl1")
-    p.add_argument("--params", default="{}", help="estimator parameters as JSON")
+    add_estimator_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -119,13 +119,17 @@ def extract_frames(video: str | Path, out: str | Path, size_hw: tuple[int, int],
     return record
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"))
     p.add_argument("--policy", choices=POLICIES, default="every_k")
     p.add_argument("--every", type=int, default=5)
     p.add_argument("--per-video", type=int, default=5)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    add_sampling_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:

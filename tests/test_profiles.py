@@ -194,10 +194,10 @@ def test_slurm_profile_runs_demo_data_dag_through_sbatch(tmp_path, workstation_r
     log = proc.stdout + proc.stderr
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", log)
     logs = {Path(p).relative_to(tmp_path / ".snakemake" / "slurm_logs").parts[0] for _, p in submitted}
-    # every job went through sbatch: the demo render, one batch holding all 6 videos' frames
-    # and flow jobs (group "video", 50 to a batch), the manifest, 4 shards, the rejected list
+    # every job went through sbatch: the demo render, one batch holding all 6 videos' jobs
+    # (group "video", 50 to a batch), the manifest, 4 shards, the rejected list
     assert len(submitted) == 8, submitted
-    assert logs == {"rule_demo_dataset", "group_video_flow_frames", "rule_manifest", "rule_shard",
+    assert logs == {"rule_demo_dataset", "group_video_video_targets", "rule_manifest", "rule_shard",
                     "rule_rejected_videos"}, logs
     # finished jobs are still listed by squeue (MinJobAge), their state read without sacct
     ids = [j for j, _ in submitted]

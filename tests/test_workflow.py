@@ -58,7 +58,7 @@ def test_demo_dag_writes_complete_shards_with_provenance(workdir):
     labels = {int(ds[i]["label"]) for i in range(len(ds))}
     assert labels == set(range(6))
     assert (results / "rejected_videos.tsv").read_text().splitlines() == ["video_id\tpath\treason"]
-    for rule in ("frames", "flow", "shards"):
+    for rule in ("video_targets", "shards"):
         assert list((results / "benchmarks" / rule).rglob("*.tsv")), rule
         assert list((results / "logs" / rule).rglob("*.log")), rule
 
@@ -78,7 +78,7 @@ def test_incremental_rerun_and_bad_input(workdir):
     trainlist.write_text(trainlist.read_text() + "CarDrive/v_CarDrive_g09_c01.avi 4\n")
     proc = run_snakemake(work, config, "-n", "prepare_data")
     plan = planned_jobs(proc)
-    assert plan == {"frames": 1, "flow": 1, "shard": 1, "manifest": 1, "rejected_videos": 1, "prepare_data": 1}, plan
+    assert plan == {"video_targets": 1, "shard": 1, "manifest": 1, "rejected_videos": 1, "prepare_data": 1}, plan
     new_shard = f"train-{shard_of('CarDrive/v_CarDrive_g09_c01', 2):03d}.h5"
     assert new_shard in proc.stdout
 
@@ -95,11 +95,13 @@ def test_incremental_rerun_and_bad_input(workdir):
     ds = ShardDataset(shards)
     assert len(ds) == 13 * 3 and "CarDrive/v_CarDrive_g09_c01" in {ds.read(i)[3] for i in range(len(ds))}
 
-    # a changed flow parameter reruns the flow jobs (and the shards), not the decoding
+    # a changed flow parameter reruns every video's job (decoding included: one job a video
+    # keeps the DAG small, pipeline/video_targets.py) and the shards, not the manifest
     changed = json.loads(json.dumps(config))
     changed["flow"]["params"]["tvl1"]["warps"] = 4
     plan = planned_jobs(run_snakemake(work, changed, "-n", "prepare_data"))
-    assert plan.get("flow") == 13 + len(expected) and "frames" not in plan and plan.get("shard") == 4, plan
+    assert plan.get("video_targets") == 13 + len(expected) and plan.get("shard") == 4, plan
+    assert "manifest" not in plan and "demo_dataset" not in plan, plan
 
 
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):

@@ -1,4 +1,4 @@
-# Data preparation: demo renders -> manifest -> frames -> flow -> shards (+ rejected-videos list).
+# Data preparation: demo renders -> manifest -> per video: frames and flow -> shards (+ rejected-videos list).
 
 
 checkpoint demo_dataset:
@@ -48,54 +48,37 @@ rule manifest:
         " --splits-dir {params.splits_dir} --test-fraction {params.test_fraction} --out {output} > {log} 2>&1"
 
 
-rule frames:
+rule video_targets:
     input:
         video_input,
     output:
-        f"{RESULTS}/frames/{{vid}}.npz",
+        frames=f"{RESULTS}/frames/{{vid}}.npz",
+        flow=f"{RESULTS}/flow/{ESTIMATOR}/{{vid}}.npz",
     params:
         video=lambda wc: shlex.quote(video_path(wc)),
         size=CFG["frames"]["size"],
         policy=CFG["frames"]["policy"],
         every=CFG["frames"]["every"],
         per_video=CFG["frames"]["per_video"],
+        estimator=ESTIMATOR,
+        estimator_params=shlex.quote(json.dumps(ESTIMATOR_PARAMS, sort_keys=True)),
     log:
-        f"{LOGS}/frames/{{vid}}.log",
+        f"{LOGS}/video_targets/{{vid}}.log",
     benchmark:
-        f"{BENCH}/frames/{{vid}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    # On a cluster, a video's frames and flow jobs form one connected group; the SLURM profile's
-    # `group-components: video=N` packs N videos into one submission (ignored in local runs).
-    group:
-        "video"
-    shell:
-        "im2flow frames --video {params.video} --out {output:q} --size {params.size} --policy {params.policy}"
-        " --every {params.every} --per-video {params.per_video} > {log:q} 2>&1"
-
-
-rule flow:
-    input:
-        f"{RESULTS}/frames/{{vid}}.npz",
-    output:
-        f"{RESULTS}/flow/{{estimator}}/{{vid}}.npz",
-    params:
-        estimator_params=lambda wc: shlex.quote(json.dumps(CFG["flow"]["params"].get(wc.estimator, {}), sort_keys=True)),
-    log:
-        f"{LOGS}/flow/{{estimator}}/{{vid}}.log",
-    benchmark:
-        f"{BENCH}/flow/{{estimator}}/{{vid}}.tsv"
+        f"{BENCH}/video_targets/{{vid}}.tsv"
     threads: CFG["flow"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
+    # Frames and flow of a video are one job (pipeline/video_targets.py says why); on a
+    # cluster the SLURM profile's `group-components: video=N` packs N of them into one
+    # submission (ignored in local runs).
     group:
         "video"
     shell:
-        "im2flow flow --frames {input:q} --out {output:q} --estimator {wildcards.estimator}"
-        " --params {params.estimator_params} > {log:q} 2>&1"
+        "im2flow video-targets --video {params.video} --frames-out {output.frames:q} --flow-out {output.flow:q}"
+        " --size {params.size} --policy {params.policy} --every {params.every} --per-video {params.per_video}"
+        " --estimator {params.estimator} --params {params.estimator_params} > {log:q} 2>&1"
 
 
 def shard_inputs(wildcards):
