@@ -61,6 +61,7 @@ class EvaluateConfig:
     max_train_images: int | None = None  # cap on the frames the baselines fit on
     foreground: str = M.DEFAULT_SALIENCY  # saliency method of the FG mask
     bn_mode: str = "eval"
+    flip_average: bool = False  # average with the mirrored frame's prediction (pipeline.predict.hallucinate)
     batch_size: int = 32
     figure_rows: int = 6
     motion_potential_rows: int = 4
@@ -221,17 +222,23 @@ def evaluate(
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     predictions[IM2FLOW] = hallucinate(model, test.frames, clip, bn_mode=cfg.bn_mode,
-                                       batch_size=cfg.batch_size, device=device)
+                                       batch_size=cfg.batch_size, device=device, flip_average=cfg.flip_average)
     seconds[IM2FLOW] = time.perf_counter() - start
     other_mode = "train" if cfg.bn_mode == "eval" else "eval"
-    other = hallucinate(model, test.frames, clip, bn_mode=other_mode, batch_size=cfg.batch_size, device=device)
+    other = hallucinate(model, test.frames, clip, bn_mode=other_mode, batch_size=cfg.batch_size, device=device,
+                        flip_average=cfg.flip_average)
+    # the other inference, so that the choice stays checked on every run
+    unflipped = hallucinate(model, test.frames, clip, bn_mode=cfg.bn_mode, batch_size=cfg.batch_size, device=device,
+                            flip_average=not cfg.flip_average)
     descriptions[IM2FLOW] = (f"U-Net {ckpt.get('train_config', {}).get('model', '?')} preset, step {ckpt.get('step')}, "
-                             f"BatchNorm {cfg.bn_mode} mode, magnitude clip {clip:g} px")
+                             f"BatchNorm {cfg.bn_mode} mode, magnitude clip {clip:g} px"
+                             + (", averaged with its mirrored prediction" if cfg.flip_average else ""))
 
     fg_masks = np.stack([M.foreground_mask(f, cfg.foreground) for f in test.frames])
     fg_name = M.foreground_method_name(cfg.foreground)
     table, per_image = M.evaluate_predictions(test.frames, test.flows, predictions, fg_masks=fg_masks)
     other_table, _ = M.evaluate_predictions(test.frames, test.flows, {IM2FLOW: other}, fg_masks=fg_masks)
+    flip_table, _ = M.evaluate_predictions(test.frames, test.flows, {IM2FLOW: unflipped}, fg_masks=fg_masks)
     for row in table:
         row["fg_mask"] = fg_name
     meta = [{"video_id": test.video_ids[i], "frame_index": test.frame_index[i],
@@ -273,6 +280,8 @@ def evaluate(
             for d in m.values()),
         "bn_mode": cfg.bn_mode,
         "bn_mode_check": {other_mode: {k: other_table[0][k] for k in M.table_columns()}},
+        "flip_average": cfg.flip_average,
+        "flip_average_check": {f"flip_average={not cfg.flip_average}": {k: flip_table[0][k] for k in M.table_columns()}},
         "motion_potential": mp_summary,
         "elapsed_s": time.perf_counter() - t0,
     }

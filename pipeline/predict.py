@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .encoding import decode, encode, from_network, resize_flow, to_uint8_image
+from .encoding import decode, encode, from_network, hflip_raw, resize_flow, to_uint8_image
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,17 @@ def hallucinate(
     bn_mode: str = "eval",
     batch_size: int = 32,
     device: str | Any = "cpu",
+    flip_average: bool = False,
 ) -> np.ndarray:
     """(N, H, W, 3) uint8 RGB frames (one size) -> (N, H, W, 2) float32 raw flow (u, v) in pixels.
 
     Frames are resized to :func:`network_size` when needed and the flow is
     resized back with (u, v) rescaled; the network output is decoded with the
-    checkpoint's magnitude clip.
+    checkpoint's magnitude clip. ``flip_average``: also predict the mirrored
+    frame, mirror that flow back (u negated) and average the two. Training
+    flips too, so both are valid guesses; where they disagree about the
+    direction the average shrinks towards no motion, which is what an L2
+    (endpoint) error rewards under uncertainty.
     """
     import cv2
     import torch
@@ -101,6 +106,9 @@ def hallucinate(
             x = x.float() * (1.0 / 127.5) - 1.0
             pred = model(x).float().cpu().numpy()
             flows = decode(from_network(pred, magnitude_clip))
+            if flip_average:
+                mirrored = decode(from_network(model(torch.flip(x, dims=[3])).float().cpu().numpy(), magnitude_clip))
+                flows = 0.5 * (flows + hflip_raw(mirrored))
             for k, flow in enumerate(flows):
                 out[start + k] = flow if (net_h, net_w) == (h, w) else resize_flow(flow, (h, w))
     if not np.isfinite(out).all():
@@ -172,6 +180,7 @@ def predict_images(
     bn_mode: str = "eval",
     device: str = "auto",
     threads: int | None = None,
+    flip_average: bool = False,
 ) -> dict[str, Any]:
     """Predict every image; returns {"ok": [records], "failed": [(path, reason)]} and writes
     ``predictions.json`` (inputs, outputs, sizes, clips, checkpoint) beside the outputs."""
@@ -200,7 +209,8 @@ def predict_images(
             failed.append((str(path), str(exc)))
             continue
         h, w = image.shape[:2]
-        flow = hallucinate(model, image[None], clip, input_size=size, bn_mode=bn_mode, device=dev)[0]
+        flow = hallucinate(model, image[None], clip, input_size=size, bn_mode=bn_mode, device=dev,
+                           flip_average=flip_average)[0]
         net_h, net_w = network_size(model, (h, w), size)
         out_clip = clip * max(h / net_h, w / net_w)  # the clip in the original image's pixels
         outputs = write_outputs(flow, out_dir, stem, out_clip)
@@ -209,7 +219,7 @@ def predict_images(
                         "magnitude_clip_px": out_clip, "mean_magnitude_px": float(magnitude.mean()),
                         "max_magnitude_px": float(magnitude.max()), "outputs": outputs})
         log.info("%s (%dx%d): mean predicted motion %.2f px -> %s", path, w, h, magnitude.mean(), outputs["flo"])
-    summary = {"checkpoint": str(checkpoint), "step": ckpt.get("step"), "bn_mode": bn_mode,
+    summary = {"checkpoint": str(checkpoint), "step": ckpt.get("step"), "bn_mode": bn_mode, "flip_average": flip_average,
                "network_magnitude_clip": clip, "predictions": records,
                "failed": [{"image": p, "reason": r} for p, r in failed]}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +235,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-mode", choices=BN_MODES, default="eval", help="BatchNorm statistics at test time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--threads", type=int, help="CPU intra-op threads")
+    p.add_argument("--flip-average", action="store_true",
+                   help="average with the mirrored image's prediction (mirrored back); evaluate.flip_average")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("checkpoint not found: %s", args.checkpoint)
         return 2
     result = predict_images(args.images, args.checkpoint, args.out, input_size=args.size, bn_mode=args.bn_mode,
-                            device=args.device, threads=args.threads)
+                            device=args.device, threads=args.threads, flip_average=args.flip_average)
     if result["failed"]:
         log.error("%d of %d images could not be read: %s", len(result["failed"]), len(args.images),
                   "; ".join(r for _, r in result["failed"]))

@@ -73,6 +73,9 @@ def test_evaluate_writes_table_figures_and_provenance(evaluation, shards):
     saved = json.loads((out / "summary.json").read_text())
     assert set(saved["margins_all_pixels"]) == set(methods[:-1])
     assert "train" in saved["bn_mode_check"] and saved["bn_mode"] == "eval"
+    # the inference not chosen (flip averaging on/off) is scored as well, and differs
+    flip = saved["flip_average_check"]["flip_average=True"]
+    assert saved["flip_average"] is False and flip["EPE_all"] != pytest.approx(float(rows[-1]["EPE_all"]), abs=1e-9)
     assert saved["methods"]["Nearest neighbour"].startswith("nearest") or "histogram" in saved["methods"]["Nearest neighbour"]
 
 

@@ -102,3 +102,22 @@ def test_duplicate_stems_do_not_overwrite(checkpoint, photo, tmp_path):
     (other / photo.name).write_bytes(photo.read_bytes())
     predict_images([photo, other / photo.name], checkpoint, tmp_path / "o", threads=1)
     assert (tmp_path / "o" / "chelsea.flo").is_file() and (tmp_path / "o" / "chelsea-2.flo").is_file()
+
+
+def test_flip_average_is_the_mean_of_both_guesses_and_mirror_equivariant(checkpoint):
+    """Flip averaging: the mean of the prediction and the mirrored frame's prediction mirrored back
+    (u negated); so the averaged prediction of a mirrored frame is the mirrored averaged prediction."""
+    from models.unet import load_im2flow
+    from pipeline.encoding import hflip_raw
+    from pipeline.predict import hallucinate
+
+    model = load_im2flow(checkpoint)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(frames[:, :, ::-1])
+    plain = hallucinate(model, frames, 8.0)
+    plain_mirrored = hallucinate(model, mirrored, 8.0)
+    averaged = hallucinate(model, frames, 8.0, flip_average=True)
+    np.testing.assert_allclose(averaged, 0.5 * (plain + hflip_raw(plain_mirrored)), atol=1e-5)
+    np.testing.assert_allclose(hallucinate(model, mirrored, 8.0, flip_average=True), hflip_raw(averaged), atol=1e-5)
+    assert np.abs(plain - averaged).max() > 1e-3      # the untrained net is not mirror-symmetric: it changed
