@@ -2,9 +2,10 @@
 
 Each class is an object whose still appearance tells how it moves: an arrow
 glides the way it points, a car drives towards its headlight, a wheel with
-curved spokes spins the way the spokes trail, a pendulum swings about its
-pivot, a balloon rises, a ball falls. Objects and backgrounds carry multi-scale
-colour texture so that flow estimation is meaningful. Every object moves by a
+curved spokes spins the way the spokes trail, a pendulum swings away from
+the streamer that trails its bob, a balloon rises, a ball falls. Objects and
+backgrounds carry multi-scale colour texture so that flow estimation is
+meaningful. Every object moves by a
 known affine pose per frame, so the forward flow t -> t+1 of every pixel is
 exact: x' = A(t+1) A(t)^-1 x for object pixels, 0 for the static background.
 
@@ -72,36 +73,37 @@ def _apply(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _arrow(rng, h, w, t_count) -> Actor:
-    length = rng.uniform(0.32, 0.42) * min(h, w)
-    angle = rng.uniform(-math.pi, math.pi)
-    speed = rng.uniform(1.2, 2.5) * min(h, w) / 96
+    length = rng.uniform(0.4, 0.5) * min(h, w)
+    # one of eight compass directions (jittered): a few dozen training clips cover each
+    angle = int(rng.integers(0, 8)) * math.pi / 4 + rng.uniform(-0.15, 0.15)
+    speed = rng.uniform(2.5, 4.0) * min(h, w) / 96
     d = np.array([math.cos(angle), math.sin(angle)])
     start = np.array([w / 2, h / 2]) - d * speed * t_count / 2
     poses = [_affine(angle, *(start + d * speed * t)) for t in range(t_count)]
 
     def mask(xo, yo):
-        shaft = (xo > -length) & (xo < 0.3 * length) & (np.abs(yo) < 0.12 * length)
-        head = (xo >= 0.3 * length) & (xo < length) & (np.abs(yo) < (length - xo) * 0.6)
+        shaft = (xo > -length) & (xo < 0.2 * length) & (np.abs(yo) < 0.12 * length)
+        head = (xo >= 0.2 * length) & (xo < length) & (np.abs(yo) < (length - xo) * 0.7)
         return shaft | head
 
     return Actor(mask, lambda xo, yo, tex: tex, poses)
 
 
 def _balloon(rng, h, w, t_count, falling: bool = False) -> Actor:
-    r = rng.uniform(0.13, 0.17) * min(h, w)
-    speed = rng.uniform(1.0, 1.8) * min(h, w) / 96
+    r = rng.uniform(0.17, 0.21) * min(h, w)
+    speed = rng.uniform(2.0, 3.2) * min(h, w) / 96
     x0 = rng.uniform(0.3, 0.7) * w
     sway = rng.uniform(0.5, 1.5) * min(h, w) / 96
     phase = rng.uniform(0, 2 * math.pi)
     if falling:
-        y0 = 0.2 * h
-        accel = 0.08 * min(h, w) / 96
-        ys = [y0 + speed * 0.5 * t + 0.5 * accel * t * t for t in range(t_count)]
+        y0 = 0.15 * h
+        accel = 0.16 * min(h, w) / 96 * (24 / max(t_count, 2)) ** 2  # reaches the bottom in any clip length
+        ys = [y0 + speed * 0.4 * t + 0.5 * accel * t * t for t in range(t_count)]
         xs = [x0] * t_count
         spin = rng.choice([-1, 1]) * 0.05
         poses = [_affine(spin * t, xs[t], ys[t]) for t in range(t_count)]
     else:
-        y0 = 0.75 * h
+        y0 = 0.5 * h + 0.4 * speed * t_count  # passes the centre half-way through the clip
         poses = [_affine(0.05 * math.sin(0.3 * t + phase), x0 + sway * math.sin(0.3 * t + phase), y0 - speed * t)
                  for t in range(t_count)]
 
@@ -131,9 +133,9 @@ def _balloon(rng, h, w, t_count, falling: bool = False) -> Actor:
 
 
 def _car(rng, h, w, t_count) -> Actor:
-    length = rng.uniform(0.3, 0.38) * w
+    length = rng.uniform(0.38, 0.46) * w
     heading_right = bool(rng.integers(0, 2))
-    speed = rng.uniform(1.5, 2.8) * w / 128
+    speed = rng.uniform(3.0, 4.5) * w / 128
     y = rng.uniform(0.55, 0.7) * h
     x_start = w / 2 - (1 if heading_right else -1) * speed * t_count / 2
     poses = [_affine(0.0, x_start + (1 if heading_right else -1) * speed * t, y, mirror=not heading_right)
@@ -152,8 +154,10 @@ def _car(rng, h, w, t_count) -> Actor:
         out = tex.copy()
         wheels = ((np.abs(xo) - 0.3 * length) ** 2 + (yo - 0.1 * length) ** 2 < wheel_r**2) & (yo > 0.0)
         out[wheels] *= 0.25
-        headlight = (xo > half - 0.08 * length) & (yo > -0.15 * length) & (yo < -0.05 * length)
+        headlight = (xo > half - 0.12 * length) & (yo > -0.17 * length) & (yo < -0.03 * length)
         out[headlight] = (1.0, 0.95, 0.3)
+        taillight = (xo < -half + 0.07 * length) & (yo > -0.15 * length) & (yo < -0.07 * length)
+        out[taillight] = (0.8, 0.05, 0.05)
         window = (xo > -0.3 * length) & (xo < 0.08 * length) & (yo > -0.34 * length) & (yo < -0.2 * length)
         out[window] = out[window] * 0.3 + np.array([0.45, 0.6, 0.75]) * 0.7
         return out
@@ -162,31 +166,43 @@ def _car(rng, h, w, t_count) -> Actor:
 
 
 def _pendulum(rng, h, w, t_count) -> Actor:
-    pivot = (rng.uniform(0.4, 0.6) * w, 0.08 * h)
-    rod = rng.uniform(0.55, 0.7) * h
-    bob = 0.13 * min(h, w)
-    amplitude = rng.uniform(0.35, 0.6)
-    omega = rng.uniform(0.12, 0.18)
-    phase = rng.uniform(0, 2 * math.pi)
-    poses = [_affine(amplitude * math.sin(omega * t + phase), *pivot) for t in range(t_count)]
+    """A half swing that never turns within the clip, with a streamer trailing the bob:
+    a still frame shows which way it swings, as the arrow's head does."""
+    pivot = (rng.uniform(0.4, 0.6) * w, 0.06 * h)
+    rod = rng.uniform(0.55, 0.68) * h
+    bob = 0.16 * min(h, w)
+    amplitude = rng.uniform(0.6, 0.85)
+    direction = float(rng.choice([-1.0, 1.0]))
+    half_period, start = t_count + 6, rng.uniform(0, 6)
+    # the angle rises (direction +1) or falls monotonically over the whole clip
+    poses = [_affine(-direction * amplitude * math.cos(math.pi * (t + start) / half_period), *pivot)
+             for t in range(t_count)]
+    # a rising angle moves the bob towards -x in object coordinates: the streamer is on +x
+    reach = 3.0 * bob
+
+    def streamer(xo, yo):
+        behind = direction * xo
+        return (behind > 0) & (behind < reach) & (np.abs(yo - rod) < 0.6 * bob * (1 - behind / reach))
 
     def mask(xo, yo):
         stick = (np.abs(xo) < 0.02 * h + 0.7) & (yo > 0) & (yo < rod)
-        return stick | (xo**2 + (yo - rod) ** 2 < bob * bob)
+        return stick | (xo**2 + (yo - rod) ** 2 < bob * bob) | streamer(xo, yo)
 
     def shade(xo, yo, tex):
         out = tex.copy()
         out[(yo < rod - bob)] *= 0.45
+        tail = streamer(xo, yo) & (xo**2 + (yo - rod) ** 2 >= bob * bob)
+        out[tail] = (0.95, 0.15, 0.1)
         return out
 
     return Actor(mask, shade, poses)
 
 
 def _wheel(rng, h, w, t_count) -> Actor:
-    radius = rng.uniform(0.25, 0.33) * min(h, w)
+    radius = rng.uniform(0.3, 0.38) * min(h, w)
     centre = (rng.uniform(0.4, 0.6) * w, rng.uniform(0.4, 0.6) * h)
     direction = float(rng.choice([-1.0, 1.0]))
-    omega = direction * rng.uniform(0.06, 0.11)
+    omega = direction * rng.uniform(0.10, 0.15)
     poses = [_affine(omega * t, *centre) for t in range(t_count)]
     spokes = 5
 
