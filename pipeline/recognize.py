@@ -45,6 +45,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -369,6 +370,7 @@ def train_stream(x_train: np.ndarray, y_train: np.ndarray, evaluate: dict[str, n
     n_steps = cfg.epochs * (len(y_train) // batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(n_steps, 1))
     model.train()
+    progress = tqdm(total=n_steps, desc=name, unit="step", mininterval=10)
     for epoch in range(cfg.epochs):
         for indices in tu.epoch_batches(len(y_train), batch, seed, epoch):
             rng = np.random.default_rng((seed, epoch, step))
@@ -382,6 +384,8 @@ def train_stream(x_train: np.ndarray, y_train: np.ndarray, evaluate: dict[str, n
             scheduler.step()
             step += 1
             loss_value = float(loss.detach())
+            progress.update(1)
+    progress.close()
     # Precise BatchNorm statistics from the (unaugmented) training images: few steps leave the
     # running averages behind the weights.
     plain = [torch.from_numpy(x_train[i:i + batch]) for i in range(0, len(y_train), batch)]
