@@ -162,7 +162,7 @@ def test_demo_dag_ends_in_the_report(tmp_path):
     else:
         assert "Not run." in page
     assert "Rejected videos (0)" in page and "Timings per rule" in page
-    for rule in ("frames", "flow", "train_im2flow", "evaluate"):
+    for rule in ("video_targets", "train_im2flow", "evaluate"):
         assert f"<td>{rule}</td>" in page, rule
     assert page.count("data:image/png;base64,") >= 4
     # the report is the DAG's final target: nothing left to do (after the demo checkpoint,
