@@ -104,8 +104,7 @@ def hallucinate(
                 batch = np.stack([cv2.resize(f, (net_w, net_h), interpolation=cv2.INTER_AREA) for f in batch])
             x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
             x = x.float() * (1.0 / 127.5) - 1.0
-            pred = model(x).float().cpu().numpy()
-            flows = decode(from_network(pred, magnitude_clip))
+            flows = decode(from_network(model(x).float().cpu().numpy(), magnitude_clip))
             if flip_average:
                 mirrored = decode(from_network(model(torch.flip(x, dims=[3])).float().cpu().numpy(), magnitude_clip))
                 flows = 0.5 * (flows + hflip_raw(mirrored))
