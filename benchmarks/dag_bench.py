@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.discovery import Video, write_manifest  # noqa: E402
+from pipeline.data.discovery import Video, write_manifest  # noqa: E402
 
 N_CLASSES = 101
 N_GROUPS = 25

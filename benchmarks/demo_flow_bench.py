@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.demo_data import load_true_flow, make_demo_dataset
+from pipeline.data.demo import load_true_flow, make_demo_dataset
 from pipeline.encoding import resize_flow
-from pipeline.estimators import make_estimator
-from pipeline.frames import decode_video
+from pipeline.flow import make_estimator
+from pipeline.data.frames import decode_video
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ import skimage.data
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.estimators import TVL1  # noqa: E402
-from pipeline.flow_liu import LiuEstimator, liu_flow  # noqa: E402
+from pipeline.flow import TVL1  # noqa: E402
+from pipeline.flow.liu import LiuEstimator, liu_flow  # noqa: E402
 
 log = logging.getLogger("flow_bench")
 

@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from pipeline.atomic import save_npz
-from pipeline.dataset import ShardDataset
-from pipeline.frames import decode_video
-from pipeline.shards import CODECS, Member, write_shard
+from pipeline.data.dataset import ShardDataset
+from pipeline.data.frames import decode_video
+from pipeline.data.shards import CODECS, Member, write_shard
 
 SIZE = (256, 256)
 

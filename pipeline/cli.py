@@ -15,20 +15,20 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate-config": ("pipeline.config", "validate a config file against the schema"),
-    "demo-dataset": ("pipeline.demo_data", "render the procedural demo dataset (UCF-101 layout, true flow beside each video)"),
-    "discover": ("pipeline.discovery", "list a dataset's videos, classes and splits as a manifest"),
-    "frames": ("pipeline.frames", "decode, resize and sample the frames of one video"),
-    "flow": ("pipeline.flow", "five-future-frame flow targets for one video's sample frames"),
+    "demo-dataset": ("pipeline.data.demo", "render the procedural demo dataset (UCF-101 layout, true flow beside each video)"),
+    "discover": ("pipeline.data.discovery", "list a dataset's videos, classes and splits as a manifest"),
+    "frames": ("pipeline.data.frames", "decode, resize and sample the frames of one video"),
+    "flow": ("pipeline.data.targets", "five-future-frame flow targets for one video's sample frames"),
     "video-targets": ("pipeline.video_targets", "frames, then flow targets, of one video (the DAG's per-video job)"),
-    "shard": ("pipeline.shards", "write one HDF5 shard from per-video frames and flows"),
-    "rejected": ("pipeline.rejects", "gather the rejected-videos list"),
-    "static-shard": ("pipeline.static_dataset", "centre frames and their true flow of a shard's videos (recognition)"),
-    "train-motion-net": ("pipeline.train_motion_net", "train the motion-content ResNet-18 on flow images"),
-    "train": ("pipeline.train", "train the Im2Flow encoder-decoder"),
-    "evaluate": ("pipeline.evaluate", "flow-prediction metrics against baselines"),
+    "shard": ("pipeline.data.shards", "write one HDF5 shard from per-video frames and flows"),
+    "rejected": ("pipeline.data.rejects", "gather the rejected-videos list"),
+    "static-shard": ("pipeline.data.static", "centre frames and their true flow of a shard's videos (recognition)"),
+    "train-motion-net": ("pipeline.train.motion_net", "train the motion-content ResNet-18 on flow images"),
+    "train": ("pipeline.train.im2flow", "train the Im2Flow encoder-decoder"),
+    "evaluate": ("pipeline.evaluate.evaluation", "flow-prediction metrics against baselines"),
     "predict": ("pipeline.predict", "hallucinate flow for still images"),
-    "recognize": ("pipeline.recognize", "static-image action recognition with hallucinated motion (Table 2)"),
-    "report": ("pipeline.report", "the HTML/Markdown report"),
+    "recognize": ("pipeline.recognize.experiment", "static-image action recognition with hallucinated motion (Table 2)"),
+    "report": ("pipeline.report.build", "the HTML/Markdown report"),
 }
 
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .encoding import decode, encode, from_network, hflip_raw, resize_flow, to_uint8_image
+from pipeline.encoding import decode, encode, from_network, hflip_raw, resize_flow, to_uint8_image
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ def write_outputs(flow: np.ndarray, out_dir: Path, stem: str, magnitude_clip: fl
     """Write the three outputs for one image; returns {kind: path}."""
     import cv2
 
-    from .atomic import atomic_path
-    from .flowviz import flow_to_color, write_flo
+    from pipeline.atomic import atomic_path
+    from pipeline.viz import flow_to_color, write_flo
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"encoded": out_dir / f"{stem}_flow.png", "flo": out_dir / f"{stem}.flo", "color": out_dir / f"{stem}_color.png"}
@@ -187,8 +187,8 @@ def predict_images(
 
     from models.unet import load_im2flow
 
-    from .atomic import write_text
-    from .training_utils import choose_device
+    from pipeline.atomic import write_text
+    from pipeline.train.loop import choose_device
 
     if threads:
         torch.set_num_threads(threads)

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .flow import add_estimator_arguments, compute_video_flow
-from .frames import add_sampling_arguments, extract_frames
+from pipeline.data.targets import add_estimator_arguments, compute_video_flow
+from pipeline.data.frames import add_sampling_arguments, extract_frames
 
 
 def prepare_video(video: str | Path, frames_out: str | Path, flow_out: str | Path, size_hw: tuple[int, int],

@@ -32,7 +32,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """Six classes, two videos each (group 1 = test), 14 frames at 96x128: rendered once per session."""
-    from pipeline.demo_data import make_demo_dataset
+    from pipeline.data.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "demo"
     make_demo_dataset(root, videos_per_class=2, test_groups=1, n_frames=14, seed=7)
@@ -89,7 +89,7 @@ def make_bad_videos(class_dir: Path, source_video: Path) -> dict[str, str]:
     """One file of each bad kind in ``class_dir``; returns {file name: expected words in the reason}."""
     import numpy as np
 
-    from pipeline.demo_data import render_video, write_video
+    from pipeline.data.demo import render_video, write_video
 
     class_dir.mkdir(parents=True, exist_ok=True)
     (class_dir / "v_zero_bytes.avi").write_bytes(b"")
@@ -132,8 +132,8 @@ def write_demo_shards(root: Path, size: int = 40, videos_per_class: int = 4, n_f
     through the real shard writer (no video coding, no estimator: fast and exact)."""
     import numpy as np
 
-    from pipeline.demo_data import CLASSES, render_video
-    from pipeline.shards import Member, write_shard
+    from pipeline.data.demo import CLASSES, render_video
+    from pipeline.data.shards import Member, write_shard
 
     root.mkdir(parents=True, exist_ok=True)
     members: dict[str, list] = {"train": [], "test": []}

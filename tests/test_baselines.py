@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import baselines
-from pipeline.metrics import endpoint_error
+from pipeline.evaluate import baselines
+from pipeline.evaluate.metrics import endpoint_error
 
 COLOURS = np.array([(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30)], np.uint8)
 MOTIONS = np.array([(3.0, 0.0), (0.0, 3.0), (-3.0, 0.0), (0.0, -3.0)], np.float32)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import discovery as d
+from pipeline.data import discovery as d
 
 
 def touch(root: Path, rel: str, data: bytes = b"x") -> None:

@@ -12,8 +12,8 @@ import pytest
 from conftest import write_demo_shards
 import torch
 
-from pipeline.evaluate import IM2FLOW, EvaluateConfig, evaluate, format_margins, margins, pick_figure_rows
-from pipeline.motion_potential import motion_potential, score_images, spearman
+from pipeline.evaluate.evaluation import IM2FLOW, EvaluateConfig, evaluate, format_margins, margins, pick_figure_rows
+from pipeline.evaluate.motion_potential import motion_potential, score_images, spearman
 from pipeline.predict import hallucinate, network_size, set_bn_mode
 
 
@@ -28,7 +28,7 @@ def shards(tmp_path_factory) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def checkpoint(shards, tmp_path_factory) -> Path:
     """A tiny U-Net trained for a few steps (pixel loss only): enough to exercise every path."""
-    from pipeline.train import TrainConfig, train
+    from pipeline.train.im2flow import TrainConfig, train
 
     out = tmp_path_factory.mktemp("im2flow")
     cfg = TrainConfig(model="tiny", batch_size=4, epochs=100, max_steps=4, crop=32, content_weight=0.0,

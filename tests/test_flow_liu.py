@@ -12,9 +12,9 @@ import pytest
 import skimage.data
 import torch
 
-from pipeline import flow_liu
-from pipeline.estimators import make_estimator
-from pipeline.flow_liu import LiuEstimator, liu_flow
+from pipeline.flow import liu as flow_liu
+from pipeline.flow import make_estimator
+from pipeline.flow.liu import LiuEstimator, liu_flow
 
 SIZE = 96
 PAD = 16

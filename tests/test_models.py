@@ -220,7 +220,7 @@ def test_overfit_a_handful_of_samples(weighting):
     direction of still background pixels gets no gradient and may drift, so the
     unweighted loss is not what falls): that falls by more than 10×.
     """
-    from pipeline.demo_data import render_video
+    from pipeline.data.demo import render_video
     from pipeline.encoding import encode, to_network
 
     torch.manual_seed(0)

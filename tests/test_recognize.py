@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import recognize as rec
+from pipeline.recognize import experiment as rec
 from pipeline.cli import main as cli_main
-from pipeline.demo_data import CLASSES, render_video
+from pipeline.data.demo import CLASSES, render_video
 from pipeline.encoding import encode
-from pipeline.flow import compute_video_flow
-from pipeline.frames import extract_frames, sample_indices
-from pipeline.shards import Member, write_shard
+from pipeline.data.targets import compute_video_flow
+from pipeline.data.frames import extract_frames, sample_indices
+from pipeline.data.shards import Member, write_shard
 
 
 def test_centre_policy_picks_the_middle_usable_frame():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import planned_jobs, run_snakemake, small_config
-from pipeline.metrics import write_rows_csv
-from pipeline.report import benchmark_timings, build_report, parse_markdown_table
+from pipeline.evaluate.metrics import write_rows_csv
+from pipeline.report.build import benchmark_timings, build_report, parse_markdown_table
 
 METHODS = ["Zero flow", "Mean training flow", "Nearest neighbour", "Codebook (Walker-style)", "Im2Flow"]
 

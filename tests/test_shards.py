@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.atomic import save_npz
-from pipeline.dataset import ShardDataset
+from pipeline.data.dataset import ShardDataset
 from pipeline.encoding import decode, encode
-from pipeline.shards import CODECS, Member, is_complete, shard_of, write_shard
+from pipeline.data.shards import CODECS, Member, is_complete, shard_of, write_shard
 
 
 def fake_video_outputs(tmp_path, name, n_samples=3, size=(24, 32), seed=0, status="ok"):

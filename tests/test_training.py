@@ -12,9 +12,9 @@ import pytest
 from conftest import write_demo_shards
 import torch
 
-from pipeline import training_utils as tu
-from pipeline.train import TrainConfig, train
-from pipeline.train_motion_net import MotionNetConfig, train_motion_net
+from pipeline.train import loop as tu
+from pipeline.train.im2flow import TrainConfig, train
+from pipeline.train.motion_net import MotionNetConfig, train_motion_net
 
 SIZE = 40  # frames; training crops are 32 (the tiny U-Net's multiple)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import make_bad_videos, planned_jobs, run_snakemake, small_config
-from pipeline.dataset import ShardDataset
-from pipeline.demo_data import render_video, write_video
-from pipeline.discovery import read_manifest
-from pipeline.rejects import read_rejections
-from pipeline.shards import is_complete, shard_of
+from pipeline.data.dataset import ShardDataset
+from pipeline.data.demo import render_video, write_video
+from pipeline.data.discovery import read_manifest
+from pipeline.data.rejects import read_rejections
+from pipeline.data.shards import is_complete, shard_of
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from pipeline.config import ConfigError, validate
-from pipeline.discovery import ID_PATTERN, class_names, discover, read_manifest
-from pipeline.shards import shard_of
+from pipeline.data.discovery import ID_PATTERN, class_names, discover, read_manifest
+from pipeline.data.shards import shard_of
 
 REPO = Path(workflow.basedir).parent
 if not config:  # plain `snakemake` from the repository root runs the demo config

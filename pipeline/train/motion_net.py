@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from models.motion_net import MotionContentNet, build_motion_net
 
-from . import training_utils as tu
-from .atomic import write_text
+from pipeline.train import loop as tu
+from pipeline.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MotionNetConfig(tu.RunConfig):
 
 
 def _open_dataset(shards: list[str], crop: int | None, flip: bool, seed: int):
-    from .dataset import ShardDataset
+    from pipeline.data.dataset import ShardDataset
 
     return ShardDataset([str(s) for s in shards], crop=crop, flip=flip, seed=seed)
 

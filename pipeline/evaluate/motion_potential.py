@@ -90,8 +90,8 @@ def save_ranked_figure(
     flow (one colour scale for the whole figure, so brightness compares across images)."""
     from matplotlib.figure import Figure
 
-    from .atomic import atomic_path
-    from .flowviz import flow_to_color
+    from pipeline.atomic import atomic_path
+    from pipeline.viz import flow_to_color
 
     n = max(1, min(n, len(rows) // 2 if len(rows) >= 2 else len(rows)))
     blocks = [("highest motion potential", list(rows[:n])), ("lowest motion potential", list(rows[-n:]))]

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import save_npz
-from .estimators import FlowEstimator, make_estimator
-from .frames import FUTURE
+from pipeline.atomic import save_npz
+from pipeline.flow import FlowEstimator, make_estimator
+from pipeline.data.frames import FUTURE
 
 log = logging.getLogger(__name__)
 

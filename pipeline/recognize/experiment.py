@@ -50,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import training_utils as tu
-from .atomic import save_npz, write_text
-from .discovery import stable_hash
-from .encoding import to_network
+from pipeline.train import loop as tu
+from pipeline.atomic import save_npz, write_text
+from pipeline.data.discovery import stable_hash
+from pipeline.encoding import to_network
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class StaticSet:
 
 def load_static_shards(paths: list[str | os.PathLike]) -> StaticSet:
     """The samples of static shards (one centre frame per video) with their true flow."""
-    from .dataset import ShardDataset
+    from pipeline.data.dataset import ShardDataset
 
     ds = ShardDataset(paths)
     images, flows, labels, ids = [], [], [], []

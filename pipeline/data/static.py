@@ -17,9 +17,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .flow import compute_video_flow
-from .frames import extract_frames
-from .shards import Member, write_shard
+from pipeline.data.targets import compute_video_flow
+from pipeline.data.frames import extract_frames
+from pipeline.data.shards import Member, write_shard
 
 log = logging.getLogger(__name__)
 

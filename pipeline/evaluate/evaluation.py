@@ -34,8 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import metrics as M
-from .encoding import decode
+from pipeline.evaluate import metrics as M
+from pipeline.encoding import decode
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class EvaluateConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        from .baselines import BASELINES
-        from .predict import BN_MODES
+        from pipeline.evaluate.baselines import BASELINES
+        from pipeline.predict import BN_MODES
 
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
@@ -97,7 +97,7 @@ class Split:
 
 def load_split(paths: Sequence[str | Path], limit: int | None = None, seed: int = 0) -> Split:
     """Read shards into memory (all samples, or a seeded subset of ``limit``, kept in shard order)."""
-    from .dataset import ShardDataset
+    from pipeline.data.dataset import ShardDataset
 
     ds = ShardDataset([str(p) for p in paths])
     index = np.arange(len(ds))
@@ -180,12 +180,12 @@ def evaluate(
 
     from models.unet import load_im2flow
 
-    from .atomic import write_text
-    from .baselines import make_baseline
-    from .flowviz import save_flow_grid
-    from .motion_potential import save_ranked_figure, score_images
-    from .predict import hallucinate
-    from .training_utils import choose_device
+    from pipeline.atomic import write_text
+    from pipeline.evaluate.baselines import make_baseline
+    from pipeline.viz import save_flow_grid
+    from pipeline.evaluate.motion_potential import save_ranked_figure, score_images
+    from pipeline.predict import hallucinate
+    from pipeline.train.loop import choose_device
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -302,7 +302,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .training_utils import config_from_mapping, read_config_arg
+    from pipeline.train.loop import config_from_mapping, read_config_arg
 
     values = read_config_arg(args.config_json)
     for key in ("threads", "device"):

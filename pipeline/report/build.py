@@ -186,7 +186,7 @@ def inline_markdown(text: str) -> str:
 
 def table1(rows: list[dict[str, str]]) -> tuple[str, str]:
     """Table 1 from table.csv: (HTML with each column's best value marked, Markdown)."""
-    from .metrics import METRICS, REGION_TITLES, REGIONS
+    from pipeline.evaluate.metrics import METRICS, REGION_TITLES, REGIONS
 
     columns = [f"{m}_{r}" for m in METRICS for r in REGIONS]
     header = ["Method"] + [f"{m} {REGION_TITLES[r]}" for m in METRICS for r in REGIONS]
@@ -230,7 +230,7 @@ def build_report(
     """Write the HTML page and the Markdown report (see the module docstring)."""
     import yaml
 
-    from .atomic import write_text
+    from pipeline.atomic import write_text
 
     ev, im2flow_dir, mn_dir = Path(evaluation), Path(im2flow_dir), Path(motion_net_dir)
     out_html, out_md = Path(out_html), Path(out_md)
@@ -441,7 +441,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .training_utils import read_config_arg
+    from pipeline.train.loop import read_config_arg
 
     build_report(args.evaluation, args.im2flow, args.motion_net, args.rejected, args.manifest,
                  read_config_arg(args.config_json), args.benchmarks, args.out_html, args.out_md,

@@ -31,7 +31,7 @@ from models.losses import Im2FlowLoss, LossWeights
 from models.motion_net import freeze, load_motion_net
 from models.unet import Im2FlowUNet, count_parameters, unet_config
 
-from . import training_utils as tu
+from pipeline.train import loop as tu
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class TrainConfig(tu.RunConfig):
 
 
 def _open_dataset(shards: list[str], crop: int | None, flip: bool, seed: int):
-    from .dataset import ShardDataset
+    from pipeline.data.dataset import ShardDataset
 
     return ShardDataset([str(s) for s in shards], crop=crop, flip=flip, seed=seed)
 

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import write_text
+from pipeline.atomic import write_text
 
 log = logging.getLogger(__name__)
 HEADER = ("video_id", "path", "reason")

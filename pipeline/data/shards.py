@@ -27,11 +27,11 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_path
-from .discovery import stable_hash
-from .encoding import DEFAULT_MAGNITUDE_CLIP, ENCODING_VERSION, encode
-from .rejects import Rejection, write_rejections
+from pipeline import __version__
+from pipeline.atomic import atomic_path
+from pipeline.data.discovery import stable_hash
+from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP, ENCODING_VERSION, encode
+from pipeline.data.rejects import Rejection, write_rejections
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

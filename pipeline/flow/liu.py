@@ -604,7 +604,7 @@ class LiuEstimator:
 
     def estimate(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 RGB pairs -> (B, H, W, 2) float32 flow, in chunks of ``batch_size``."""
-        from pipeline.estimators import _check_pairs
+        from pipeline.flow import _check_pairs
 
         first, second = _check_pairs(first, second)
         p = self._params

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .shards import is_complete
+from pipeline.data.shards import is_complete
 
 
 class ShardDataset(Dataset):

@@ -84,8 +84,8 @@ def _check_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.
 # name -> "module:attribute" of a factory taking **params; imported lazily so that
 # choosing tvl1 never imports torch.
 REGISTRY: dict[str, str] = {
-    "tvl1": "pipeline.estimators:TVL1",
-    "liu": "pipeline.flow_liu:LiuEstimator",
+    "tvl1": "pipeline.flow:TVL1",
+    "liu": "pipeline.flow.liu:LiuEstimator",
 }
 
 

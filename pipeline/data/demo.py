@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_path, save_npz, write_text
+from pipeline.atomic import atomic_path, save_npz, write_text
 
 log = logging.getLogger(__name__)
 

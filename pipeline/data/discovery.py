@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .atomic import atomic_path
+from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

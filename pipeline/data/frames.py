@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import save_npz
+from pipeline.atomic import save_npz
 
 log = logging.getLogger(__name__)
 
