@@ -33,7 +33,7 @@ import skimage.data
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.flow import TVL1  # noqa: E402
+from pipeline.flow.tvl1 import TVL1  # noqa: E402
 from pipeline.flow.liu import LiuEstimator, liu_flow  # noqa: E402
 
 log = logging.getLogger("flow_bench")

@@ -144,7 +144,8 @@ def write_outputs(flow: np.ndarray, out_dir: Path, stem: str, magnitude_clip: fl
     import cv2
 
     from pipeline.atomic import atomic_path
-    from pipeline.viz import flow_to_color, write_flo
+    from pipeline.flow.flo import write_flo
+    from pipeline.viz import flow_to_color
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"encoded": out_dir / f"{stem}_flow.png", "flo": out_dir / f"{stem}.flo", "color": out_dir / f"{stem}_color.png"}

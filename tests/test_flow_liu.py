@@ -13,6 +13,7 @@ import skimage.data
 import torch
 
 from pipeline.flow import liu as flow_liu
+from pipeline.flow import liu_kernel
 from pipeline.flow import make_estimator
 from pipeline.flow.liu import LiuEstimator, liu_flow
 
@@ -96,7 +97,7 @@ def test_batch_equals_one_by_one() -> None:
     im1 = _tensor(*[p[0] for p in pairs])
     im2 = _tensor(*[p[1] for p in pairs])
     for backend in ("c", "torch"):
-        if backend == "c" and not flow_liu.c_kernel_available():
+        if backend == "c" and not liu_kernel.available():
             continue
         batched = liu_flow(im1, im2, backend=backend)
         single = torch.cat([liu_flow(im1[i:i + 1], im2[i:i + 1], backend=backend) for i in range(3)])
@@ -114,7 +115,7 @@ def test_float64_and_float32_agree() -> None:
 
 
 def test_c_kernel_matches_torch_sor() -> None:
-    if not flow_liu.c_kernel_available():
+    if not liu_kernel.available():
         pytest.skip("no C++ compiler: only the torch SOR path exists here")
     # odd width: the compacted red-black layout has a ragged last column
     im1, im2 = _synthetic_pair(_photo("chelsea", 48), np.full((48, 47, 2), 0.7, np.float32))

@@ -6,7 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import flow as estimators
+import pipeline.flow as estimators
+from pipeline.flow.tvl1 import TVL1
 from pipeline.data.demo import load_true_flow
 from pipeline.encoding import decode, resize_flow
 from pipeline.data.targets import compute_video_flow, consecutive_pairs, flow_targets
@@ -14,7 +15,7 @@ from pipeline.data.frames import extract_frames
 from pipeline.data.shards import Member, is_complete, write_shard
 
 
-class CountingTVL1(estimators.TVL1):
+class CountingTVL1(TVL1):
     """The real TV-L1, counting the pairs it is asked for."""
 
     def __init__(self, **params):

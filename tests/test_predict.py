@@ -12,7 +12,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.encoding import decode, from_uint8_image
-from pipeline.viz import read_flo
+from pipeline.flow.flo import read_flo
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,16 @@
-"""One small interface for optical-flow estimators, selected by name in the config.
+"""Optical-flow estimators behind one small interface, selected by name in the config.
 
-An estimator takes batches of RGB uint8 frame pairs and returns raw flow with
-``first(x) ≈ second(x + flow(x))``. New estimators register a factory here; the
-rules and the flow stage only ever call :func:`make_estimator`.
+Serves the flow half of the ``shard`` and ``static_shard`` rules (via
+:mod:`pipeline.data.targets`). An estimator takes batches of RGB uint8 frame
+pairs and returns raw flow with ``first(x) ≈ second(x + flow(x))``:
+
+- :mod:`pipeline.flow.tvl1`: OpenCV contrib's Dual TV-L1;
+- :mod:`pipeline.flow.liu`: Ce Liu's coarse-to-fine estimator in PyTorch, batched on
+  CPU or GPU, its CPU SOR kernel in :mod:`pipeline.flow.liu_kernel` (``liu_sor.cpp``);
+- :mod:`pipeline.flow.flo`: Middlebury ``.flo`` files.
+
+New estimators register a factory in :data:`REGISTRY`; the rules and the targets
+stage only ever call :func:`make_estimator`.
 """
 
 from __future__ import annotations
@@ -23,56 +31,8 @@ class FlowEstimator(Protocol):
         """(B, H, W, 3) uint8 RGB pairs -> (B, H, W, 2) float32 flow (u, v)."""
 
 
-class TVL1:
-    """OpenCV contrib's Dual TV-L1 (Zach et al. 2007, Wedel et al. 2009) on grey frames."""
-
-    name = "tvl1"
-    DEFAULTS: dict[str, Any] = {
-        "tau": 0.25, "lambda_": 0.15, "theta": 0.3, "nscales": 5, "warps": 5,
-        "epsilon": 0.01, "inner_iterations": 30, "outer_iterations": 10,
-        "scale_step": 0.8, "median_filtering": 5, "threads": 1,
-    }
-
-    def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown tvl1 parameter(s): {sorted(unknown)}")
-        self._params = {**self.DEFAULTS, **params}
-        self._impl = None
-
-    def params(self) -> dict[str, Any]:
-        return dict(self._params)
-
-    def _solver(self):
-        import cv2
-
-        if self._impl is None:
-            if not hasattr(cv2, "optflow"):
-                raise RuntimeError("cv2.optflow is missing: install opencv-contrib-python-headless, not opencv-python")
-            cv2.setNumThreads(int(self._params["threads"]))
-            p = self._params
-            self._impl = cv2.optflow.DualTVL1OpticalFlow_create(
-                tau=p["tau"], lambda_=p["lambda_"], theta=p["theta"], nscales=p["nscales"],
-                warps=p["warps"], epsilon=p["epsilon"], innnerIterations=p["inner_iterations"],
-                outerIterations=p["outer_iterations"], scaleStep=p["scale_step"],
-                medianFiltering=p["median_filtering"],
-            )
-        return self._impl
-
-    def estimate(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        import cv2
-
-        first, second = _check_pairs(first, second)
-        solver = self._solver()
-        out = np.empty(first.shape[:3] + (2,), np.float32)
-        for i in range(first.shape[0]):
-            a = cv2.cvtColor(first[i], cv2.COLOR_RGB2GRAY)
-            b = cv2.cvtColor(second[i], cv2.COLOR_RGB2GRAY)
-            out[i] = solver.calc(a, b, None)
-        return out
-
-
-def _check_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (B, H, W, 3) uint8 batches of equal shape (a single pair gains the batch axis)."""
     first, second = np.asarray(first), np.asarray(second)
     if first.ndim == 3:
         first, second = first[None], second[None]
@@ -84,7 +44,7 @@ def _check_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.
 # name -> "module:attribute" of a factory taking **params; imported lazily so that
 # choosing tvl1 never imports torch.
 REGISTRY: dict[str, str] = {
-    "tvl1": "pipeline.flow:TVL1",
+    "tvl1": "pipeline.flow.tvl1:TVL1",
     "liu": "pipeline.flow.liu:LiuEstimator",
 }
 

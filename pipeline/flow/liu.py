@@ -20,7 +20,7 @@ even i + j, then all with odd i + j. For the 5-point stencil that ordering is
 convergence rate for a given omega as the lexicographic sweep (Young's SOR
 theory), while every half-sweep is a data-parallel elementwise update. Within a
 pixel, du is updated first and dv then uses the new du, as in Liu's code. On the
-CPU the sweeps run in a small C++ kernel built at first use (see below); elsewhere,
+CPU the sweeps run in a small C++ kernel built at first use (:mod:`pipeline.flow.liu_kernel`); elsewhere,
 or without a compiler, in torch ops. Every
 operation is a fixed-order elementwise or gather op (no atomics, no cuDNN
 convolutions), so results are deterministic on CPU and GPU.
@@ -35,22 +35,16 @@ are bounded by :class:`LiuEstimator`'s ``batch_size``.
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import logging
 import math
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.flow import check_pairs
+from pipeline.flow import liu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -197,175 +191,6 @@ def _pyramid(img: Tensor, ratio: float, min_width: int) -> list[Tensor]:
     return levels
 
 
-# ----------------------------------------------------------------------------- the CPU SOR kernel
-
-# The SOR sweeps are most of the arithmetic and, in torch ops, a dozen passes over
-# memory per half-sweep. On the CPU they run in this small C++ kernel instead (one
-# vectorised pass per colour). ctypes releases the GIL, so the pairs of a batch are
-# split over Python threads (torch.get_num_threads() of them); no OpenMP, whose
-# spinning pool would fight torch's own. Each pair is computed by one thread in a
-# fixed order: deterministic whatever the thread count. Built once with the system
-# compiler (a few seconds) and cached by source hash; without a compiler the torch
-# path is used.
-_C_SOURCE = r"""
-#include <cstdint>
-#include <cstring>
-#include <vector>
-// Red-black SOR for one batch slice, in a compacted layout: each colour's pixels of a
-// row are stored contiguously (pixel k of colour c in row i is j = ((i + c) & 1) + 2k),
-// so both half-sweeps are unit-stride, branch-free loops the compiler vectorises.
-// The neighbours of (i, k) in the other colour are k + j0 - 1 (left), k + j0 (right)
-// and k in rows i - 1 and i + 1; the other colour's arrays carry a zero border.
-template <typename T>
-static void sor(int B, int H, int W, int n_sweeps, double omega_d, T* du, T* dv,
-                const T* wr, const T* wd, const T* bu, const T* bv, const T* ixy,
-                const T* inv_u, const T* inv_v) {
-    const T omega = (T)omega_d, keep = (T)1 - omega;
-    const int Wc = (W + 1) / 2, Wp = Wc + 2;
-    const int64_t n = (int64_t)H * Wc, np = (int64_t)(H + 2) * Wp;
-    std::vector<T> coef(2 * 9 * n), dd(2 * 2 * np);
-    for (int b = 0; b < B; ++b) {
-        const int64_t off = (int64_t)b * H * W;
-        std::fill(coef.begin(), coef.end(), (T)0);
-        std::fill(dd.begin(), dd.end(), (T)0);
-        for (int c = 0; c < 2; ++c) {
-            T* q = coef.data() + (int64_t)c * 9 * n;
-            for (int i = 0; i < H; ++i) {
-                const int j0 = (i + c) & 1;
-                for (int k = 0; k < Wc; ++k) {
-                    const int j = j0 + 2 * k;
-                    if (j >= W) break;
-                    const int64_t p = off + (int64_t)i * W + j, e = (int64_t)i * Wc + k;
-                    q[0 * n + e] = j > 0 ? wr[p - 1] : (T)0;
-                    q[1 * n + e] = wr[p];
-                    q[2 * n + e] = i > 0 ? wd[p - W] : (T)0;
-                    q[3 * n + e] = wd[p];
-                    q[4 * n + e] = bu[p];
-                    q[5 * n + e] = bv[p];
-                    q[6 * n + e] = ixy[p];
-                    q[7 * n + e] = omega * inv_u[p];
-                    q[8 * n + e] = omega * inv_v[p];
-                }
-            }
-        }
-        for (int s = 0; s < n_sweeps; ++s) {
-            for (int c = 0; c < 2; ++c) {
-                const T* q = coef.data() + (int64_t)c * 9 * n;
-                T* __restrict__ mu = dd.data() + (int64_t)c * 2 * np;
-                T* __restrict__ mv = mu + np;
-                const T* __restrict__ ou = dd.data() + (int64_t)(1 - c) * 2 * np;
-                const T* __restrict__ ov = ou + np;
-                for (int i = 0; i < H; ++i) {
-                    const int j0 = (i + c) & 1;
-                    const int64_t e = (int64_t)i * Wc, r = (int64_t)(i + 1) * Wp + 1;
-                    const T* __restrict__ wl_ = q + e;
-                    const T* __restrict__ wr_ = q + n + e;
-                    const T* __restrict__ wu_ = q + 2 * n + e;
-                    const T* __restrict__ wd_ = q + 3 * n + e;
-                    const T* __restrict__ bu_ = q + 4 * n + e;
-                    const T* __restrict__ bv_ = q + 5 * n + e;
-                    const T* __restrict__ xy_ = q + 6 * n + e;
-                    const T* __restrict__ cu_ = q + 7 * n + e;
-                    const T* __restrict__ cv_ = q + 8 * n + e;
-                    const T* __restrict__ lu = ou + r + j0 - 1;
-                    const T* __restrict__ lv = ov + r + j0 - 1;
-                    const T* __restrict__ uu = ou + r - Wp;
-                    const T* __restrict__ uv = ov + r - Wp;
-                    const T* __restrict__ du_ = ou + r + Wp;
-                    const T* __restrict__ dv_ = ov + r + Wp;
-                    T* __restrict__ xu = mu + r;
-                    T* __restrict__ xv = mv + r;
-                    for (int k = 0; k < Wc; ++k) {
-                        const T su = wl_[k] * lu[k] + wr_[k] * lu[k + 1] + wu_[k] * uu[k] + wd_[k] * du_[k];
-                        const T sv = wl_[k] * lv[k] + wr_[k] * lv[k + 1] + wu_[k] * uv[k] + wd_[k] * dv_[k];
-                        const T u = keep * xu[k] + cu_[k] * (bu_[k] + su - xy_[k] * xv[k]);
-                        xu[k] = u;
-                        xv[k] = keep * xv[k] + cv_[k] * (bv_[k] + sv - xy_[k] * u);
-                    }
-                }
-            }
-        }
-        for (int c = 0; c < 2; ++c) {
-            const T* mu = dd.data() + (int64_t)c * 2 * np;
-            const T* mv = mu + np;
-            for (int i = 0; i < H; ++i) {
-                const int j0 = (i + c) & 1;
-                for (int k = 0; k < Wc && j0 + 2 * k < W; ++k) {
-                    const int64_t p = off + (int64_t)i * W + j0 + 2 * k, r = (int64_t)(i + 1) * Wp + 1 + k;
-                    du[p] = mu[r];
-                    dv[p] = mv[r];
-                }
-            }
-        }
-    }
-}
-extern "C" {
-void liu_sor_f32(int B, int H, int W, int n, double omega, float* du, float* dv, const float* wr,
-                 const float* wd, const float* bu, const float* bv, const float* ixy,
-                 const float* inv_u, const float* inv_v) {
-    sor<float>(B, H, W, n, omega, du, dv, wr, wd, bu, bv, ixy, inv_u, inv_v);
-}
-void liu_sor_f64(int B, int H, int W, int n, double omega, double* du, double* dv, const double* wr,
-                 const double* wd, const double* bu, const double* bv, const double* ixy,
-                 const double* inv_u, const double* inv_v) {
-    sor<double>(B, H, W, n, omega, du, dv, wr, wd, bu, bv, ixy, inv_u, inv_v);
-}
-}
-"""
-_C_FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
-_C_LIB: Any = None
-_C_FAILED: str | None = None
-
-
-def _c_kernel() -> Any:
-    """Build (once per source/flags/host, cached on disk) and load the C++ SOR kernel."""
-    global _C_LIB, _C_FAILED
-    if _C_LIB is not None:
-        return _C_LIB
-    if _C_FAILED is not None:
-        raise RuntimeError(_C_FAILED)
-    key = hashlib.sha256((_C_SOURCE + " ".join(_C_FLAGS) + platform.node() + platform.machine()).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("IM2FLOW_CACHE", Path.home() / ".cache" / "im2flow"))
-    so = cache / f"liu_sor_{key}.so"
-    try:
-        if not so.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-            if cxx is None:
-                raise RuntimeError("no C++ compiler (g++/c++) on PATH")
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src = Path(tmp) / "liu_sor.cpp"
-                src.write_text(_C_SOURCE)
-                out = Path(tmp) / so.name
-                res = subprocess.run([cxx, *_C_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
-                if res.returncode != 0:
-                    raise RuntimeError(f"building the SOR kernel failed: {res.stderr.strip()[-2000:]}")
-                os.replace(out, so)  # atomic: concurrent jobs never load a half-written library
-            log.info("built the Liu SOR kernel: %s", so)
-        lib = ctypes.CDLL(str(so))
-    except (OSError, RuntimeError) as exc:
-        _C_FAILED = f"C++ SOR kernel unavailable: {exc}"
-        raise RuntimeError(_C_FAILED) from exc
-    for name, ct in (("liu_sor_f32", ctypes.c_float), ("liu_sor_f64", ctypes.c_double)):
-        fn = getattr(lib, name)
-        fn.restype = None
-        fn.argtypes = [ctypes.c_int] * 4 + [ctypes.c_double] + [ctypes.c_void_p] * 9
-    _C_LIB = lib
-    return lib
-
-
-def c_kernel_available() -> bool:
-    """True when the C++ SOR kernel builds and loads here (logs why not, once)."""
-    try:
-        _c_kernel()
-        return True
-    except RuntimeError as exc:
-        if not getattr(c_kernel_available, "_warned", False):
-            log.warning("%s; using the torch SOR path", exc)
-            c_kernel_available._warned = True  # type: ignore[attr-defined]
-        return False
-
-
 # ----------------------------------------------------------------------------- the IRLS system and SOR
 
 
@@ -424,39 +249,6 @@ def _sor_sweeps_torch(n_sweeps: int, omega: float, wl: Tensor, wr: Tensor, wu: T
     return du, dv
 
 
-def _sor_sweeps_c(n_sweeps: int, omega: float, wr: Tensor, wd: Tensor, bu: Tensor, bv: Tensor,
-                  ixy: Tensor, inv_u: Tensor, inv_v: Tensor) -> tuple[Tensor, Tensor]:
-    """The same red-black sweeps in the compiled CPU kernel (in place, one colour at a time)."""
-    args = [t.contiguous() for t in (wr, wd, bu, bv, ixy, inv_u, inv_v)]
-    du = torch.zeros_like(args[2])
-    dv = torch.zeros_like(args[2])
-    b, _, h, w = du.shape
-    lib = _c_kernel()
-    fn = lib.liu_sor_f64 if du.dtype == torch.float64 else lib.liu_sor_f32
-
-    def run(lo: int, hi: int) -> None:
-        ptrs = [ctypes.c_void_p(t[lo:hi].data_ptr()) for t in (du, dv, *args)]
-        fn(hi - lo, h, w, n_sweeps, ctypes.c_double(omega), *ptrs)
-
-    n_threads = min(b, max(1, torch.get_num_threads()))
-    if n_threads == 1:
-        run(0, b)
-    else:
-        bounds = [(b * t // n_threads, b * (t + 1) // n_threads) for t in range(n_threads)]
-        list(_pool(n_threads).map(lambda lh: run(*lh), bounds))
-    return du, dv
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    """A persistent thread pool of n workers for the C++ kernel calls."""
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="liu-sor")
-    return _POOLS[n]
-
-
 def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha: float,
                      n_outer: int, n_inner: int, n_sor: int, omega: float, use_c: bool) -> Tensor:
     """Liu's SmoothFlowSOR at one level.
@@ -504,7 +296,7 @@ def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha
             inv_u = 1.0 / (ix2 + 0.05 * alpha + wsum)
             inv_v = 1.0 / (iy2 + 0.05 * alpha + wsum)
             if use_c:
-                du, dv = _sor_sweeps_c(n_sor, omega, wr, wd, bu, bv, ixy, inv_u, inv_v)
+                du, dv = liu_kernel.sor_sweeps(n_sor, omega, wr, wd, bu, bv, ixy, inv_u, inv_v)
             else:
                 du, dv = _sor_sweeps_torch(n_sor, omega, wl, wr, wu, wd, bu, bv, ixy, inv_u, inv_v, red)
         flow = flow + torch.cat((du, dv), 1)
@@ -529,7 +321,7 @@ def liu_flow(im1: Tensor, im2: Tensor, alpha: float = 0.012, ratio: float = 0.75
         raise ValueError(f"backend must be auto, torch or c, got {backend!r}")
     if backend == "c" and im1.device.type != "cpu":
         raise ValueError("the C++ SOR backend runs on CPU tensors only")
-    use_c = backend == "c" or (backend == "auto" and im1.device.type == "cpu" and c_kernel_available())
+    use_c = backend == "c" or (backend == "auto" and im1.device.type == "cpu" and liu_kernel.available())
     if im1.shape != im2.shape or im1.dim() != 4 or im1.shape[1] != 3:
         raise ValueError(f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(im1.shape)} and {tuple(im2.shape)}")
     if not im1.is_floating_point():
@@ -604,9 +396,7 @@ class LiuEstimator:
 
     def estimate(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 RGB pairs -> (B, H, W, 2) float32 flow, in chunks of ``batch_size``."""
-        from pipeline.flow import _check_pairs
-
-        first, second = _check_pairs(first, second)
+        first, second = check_pairs(first, second)
         p = self._params
         dtype = getattr(torch, p["dtype"])
         out = np.empty(first.shape[:3] + (2,), np.float32)
@@ -631,7 +421,7 @@ class LiuEstimator:
                     solve(s, e)
                 else:
                     bounds = [(s + (e - s) * t // workers, s + (e - s) * (t + 1) // workers) for t in range(workers)]
-                    list(_pool(workers).map(lambda lh: solve(*lh), bounds))
+                    list(liu_kernel.pool(workers).map(lambda lh: solve(*lh), bounds))
             finally:
                 torch.set_num_threads(saved)
         return out

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import viz as flowviz
+from pipeline.flow import flo
 
 
 def _uniform(u: float, v: float, h: int = 4, w: int = 5) -> np.ndarray:
@@ -111,19 +112,19 @@ def _random_flow(h: int = 7, w: int = 11, seed: int = 1) -> np.ndarray:
 
 def test_flo_roundtrip_ours_to_opencv(tmp_path):
     flow = _random_flow()
-    path = flowviz.write_flo(tmp_path / "a.flo", flow)
+    path = flo.write_flo(tmp_path / "a.flo", flow)
     assert path.stat().st_size == 12 + 8 * 7 * 11
     back = cv2.readOpticalFlow(str(path))
     assert back.shape == (7, 11, 2)
     np.testing.assert_array_equal(back, flow)
-    np.testing.assert_array_equal(flowviz.read_flo(path), flow)
+    np.testing.assert_array_equal(flo.read_flo(path), flow)
 
 
 def test_flo_roundtrip_opencv_to_ours(tmp_path):
     flow = _random_flow(9, 4, seed=2)
     path = tmp_path / "b.flo"
     assert cv2.writeOpticalFlow(str(path), flow)
-    back = flowviz.read_flo(path)
+    back = flo.read_flo(path)
     assert back.dtype == np.float32 and back.shape == (9, 4, 2)
     np.testing.assert_array_equal(back, flow)
     assert list(tmp_path.iterdir()) == [path]   # no temporary left behind by either writer
@@ -133,9 +134,9 @@ def test_read_flo_rejects_bad_files(tmp_path):
     bad_magic = tmp_path / "bad.flo"
     bad_magic.write_bytes(b"NOPE" + np.array([1, 1], "<i4").tobytes() + b"\0" * 8)
     with pytest.raises(ValueError, match="not a .flo"):
-        flowviz.read_flo(bad_magic)
-    path = flowviz.write_flo(tmp_path / "t.flo", _random_flow())
+        flo.read_flo(bad_magic)
+    path = flo.write_flo(tmp_path / "t.flo", _random_flow())
     truncated = tmp_path / "trunc.flo"
     truncated.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(ValueError, match="bytes"):
-        flowviz.read_flo(truncated)
+        flo.read_flo(truncated)
