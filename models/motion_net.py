@@ -14,19 +14,17 @@ inputs in the range they were trained on.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import resnet18
+
+from models.backbones import imagenet_normalise, load_trunk, resize_square, resolve_pretrained
+from pipeline.encoding import network_to_unit
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MotionContentNet(nn.Module):
@@ -41,14 +39,10 @@ class MotionContentNet(nn.Module):
         self.num_classes = int(num_classes)
         self.input_size = input_size
         self.resnet = resnet18(weights=None, num_classes=self.num_classes)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, flow: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) flow in [-1, 1] -> (B, 3, S, S) ImageNet-normalised input."""
-        if self.input_size is not None and tuple(flow.shape[-2:]) != (self.input_size, self.input_size):
-            flow = F.interpolate(flow, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return ((flow + 1.0) * 0.5 - self.mean) / self.std
+        return imagenet_normalise(network_to_unit(resize_square(flow, self.input_size)))
 
     def features(self, flow: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) flow -> layer2 activations (B, 128, S/8, S/8): the motion content."""
@@ -67,63 +61,14 @@ class MotionContentNet(nn.Module):
         return self.classify_features(self.features(flow))
 
 
-def _torchvision_cached_imagenet() -> Path | None:
-    """Where torchvision keeps ResNet18_Weights.IMAGENET1K_V1 once downloaded, if it is there."""
-    filename = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    return path if path.is_file() else None
-
-
-def _resnet_state_from_file(path: Path) -> dict[str, torch.Tensor]:
-    """A ResNet-18 state dict from a torchvision file, or from our own motion-net checkpoint."""
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a checkpoint written by `im2flow train-motion-net`
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a state dict")
-    state = {}
-    for key, value in obj.items():
-        key = key.removeprefix("module.").removeprefix("resnet.")
-        state[key] = value
-    return state
-
-
 def load_backbone_weights(net: MotionContentNet, pretrained: str | None) -> str:
-    """Initialise the ResNet-18 trunk; returns a phrase for the log saying what was used.
-
-    ``pretrained``: None or "none" -> random initialisation; "imagenet" ->
-    torchvision's IMAGENET1K_V1 weights, but only if they are already in the
-    torch hub cache (training jobs run offline and must not download);
-    anything else -> a local file (torchvision state dict or our checkpoint).
-    The classification head is kept from the file only if its class count fits.
-    """
-    if pretrained in (None, "", "none", "random"):
-        return "random initialisation (no pretrained weights asked for)"
-    if pretrained.lower() == "imagenet":
-        cached = _torchvision_cached_imagenet()
-        if cached is None:
-            log.warning(
-                "ImageNet weights for ResNet-18 asked for but not in the torch hub cache (%s); "
-                "falling back to random initialisation. Put resnet18-f37072fd.pth there or give a local path.",
-                Path(torch.hub.get_dir()) / "checkpoints",
-            )
-            return "random initialisation (ImageNet weights not available offline)"
-        state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=False)
-        source = f"ImageNet weights (torchvision IMAGENET1K_V1, {cached})"
-    else:
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"motion-net pretrained weights: no file at {path}")
-        state = _resnet_state_from_file(path)
-        source = f"weights from {path}"
-    head = {k: state.pop(k) for k in ("fc.weight", "fc.bias") if k in state}
-    if head and head["fc.weight"].shape[0] == net.num_classes:
-        state.update(head)
-    missing, unexpected = net.resnet.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ValueError(f"{pretrained}: not a ResNet-18 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return source + ("" if "fc.weight" in state else "; new classification head")
+    """Initialise the ResNet-18 as ``pretrained`` says (:func:`models.backbones.resolve_pretrained`);
+    returns a phrase for the log. The classification head is kept from the file only if its
+    class count fits."""
+    state, how = resolve_pretrained(pretrained, "resnet18")
+    if state is None:
+        return how
+    return how + ("" if load_trunk(net.resnet, state) else "; new classification head")
 
 
 def build_motion_net(num_classes: int, input_size: int | None = 224, pretrained: str | None = None) -> MotionContentNet:

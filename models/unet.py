@@ -22,12 +22,14 @@ half the input whatever the rate ((3·d)//2 for a 4×4 kernel).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,21 @@ class Im2FlowUNet(nn.Module):
         return self.out_act(x)
 
 
+def init_weights(model: nn.Module, gain: float = 0.02) -> nn.Module:
+    """pix2pix's ``init_weights(net, 'normal', 0.02)``, which the released Im2Flow code inherits:
+    every (transposed) convolution and linear weight ~ N(0, gain), BatchNorm weight ~ N(1, gain),
+    biases 0. Draws from the global generator (seed it first)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+    return model
+
+
 def build_unet(preset: str = "paper", **overrides: Any) -> Im2FlowUNet:
     return Im2FlowUNet(unet_config(preset, **overrides))
 
@@ -181,9 +198,25 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_im2flow(path: str | Path, map_location: str | torch.device = "cpu") -> Im2FlowUNet:
-    """Rebuild a trained generator from the ``checkpoint.pt`` that `im2flow train` writes."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+@dataclass
+class Im2FlowCheckpoint:
+    """A trained generator with what decoding and describing its output needs, read once."""
+
+    model: Im2FlowUNet  # in eval mode, on the CPU
+    magnitude_clip: float  # px: the network's magnitude channel covers [0, clip]
+    step: int | None
+    train_config: dict[str, Any]
+    path: str
+
+    def describe(self) -> str:
+        preset = self.train_config.get("model", "?")
+        return f"U-Net {preset} preset, step {self.step}, magnitude clip {self.magnitude_clip:g} px"
+
+
+def load_im2flow(path: str | Path) -> Im2FlowCheckpoint:
+    """The ``checkpoint.pt`` that `im2flow train` writes: the generator, its clip, step and config."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = Im2FlowUNet(UNetConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return Im2FlowCheckpoint(model.eval(), float(ckpt.get("magnitude_clip", DEFAULT_MAGNITUDE_CLIP)),
+                             ckpt.get("step"), dict(ckpt.get("train_config") or {}), str(path))

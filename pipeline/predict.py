@@ -15,8 +15,8 @@ the predicted flow is resized back with u and v scaled by the width and
 height factors. An unreadable file is logged with its path and reason and the
 other images go on; the exit status is then 1.
 
-:func:`hallucinate` is the one place the network turns frames into raw flow;
-the evaluation uses it too, so both score and predict the same way.
+The network runs through :mod:`pipeline.inference`, the path the evaluation
+and the recognition use too, so all three score and predict the same way.
 """
 
 from __future__ import annotations
@@ -27,98 +27,22 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
-from pipeline.encoding import decode, encode, from_network, hflip_raw, resize_flow, to_uint8_image
+from models.unet import load_im2flow
+from pipeline.atomic import atomic_path, write_text
+from pipeline.encoding import encode, to_uint8_image
+from pipeline.flow.flo import write_flo
+from pipeline.inference import BN_MODES, Im2FlowPredictor, InferenceOptions, network_size
+from pipeline.runtime import choose_device, set_threads
+from pipeline.viz import flow_to_color
 
 log = logging.getLogger(__name__)
-
-BN_MODES = ("eval", "train")
-
-
-def set_bn_mode(model: Any, mode: str) -> Any:
-    """Put the generator in test mode: ``eval`` uses BatchNorm's running statistics;
-    ``train`` normalises with the statistics of the batch being predicted (what the
-    pix2pix test script did). Dropout is off in both, so predictions are deterministic."""
-    import torch
-
-    if mode not in BN_MODES:
-        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {mode!r}")
-    model.eval()
-    if mode == "train":
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.train()
-                module.momentum = 0.0  # use the batch's statistics without touching the stored ones
-    return model
-
-
-def network_size(model: Any, size_hw: tuple[int, int], target: int | None = None) -> tuple[int, int]:
-    """The input size the network gets for frames of ``size_hw``: ``target`` squared when
-    given, else the frame size rounded to the nearest multiple of 2**levels (at least one)."""
-    factor = 2 ** model.config.num_levels
-    if target is not None:
-        side = max(factor, int(round(target / factor)) * factor)
-        return side, side
-    return tuple(max(factor, int(round(s / factor)) * factor) for s in size_hw)  # type: ignore[return-value]
-
-
-def hallucinate(
-    model: Any,
-    frames: np.ndarray,
-    magnitude_clip: float,
-    *,
-    input_size: int | None = None,
-    bn_mode: str = "eval",
-    batch_size: int = 32,
-    device: str | Any = "cpu",
-    flip_average: bool = False,
-) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB frames (one size) -> (N, H, W, 2) float32 raw flow (u, v) in pixels.
-
-    Frames are resized to :func:`network_size` when needed and the flow is
-    resized back with (u, v) rescaled; the network output is decoded with the
-    checkpoint's magnitude clip. ``flip_average``: also predict the mirrored
-    frame, mirror that flow back (u negated) and average the two. Training
-    flips too, so both are valid guesses; where they disagree about the
-    direction the average shrinks towards no motion, which is what an L2
-    (endpoint) error rewards under uncertainty.
-    """
-    import cv2
-    import torch
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
-    n, h, w = frames.shape[:3]
-    if n == 0:
-        return np.zeros((0, h, w, 2), np.float32)
-    net_h, net_w = network_size(model, (h, w), input_size)
-    device = torch.device(device)
-    model = set_bn_mode(model.to(device), bn_mode)
-    out = np.empty((n, h, w, 2), np.float32)
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            batch = frames[start:start + batch_size]
-            if (net_h, net_w) != (h, w):
-                batch = np.stack([cv2.resize(f, (net_w, net_h), interpolation=cv2.INTER_AREA) for f in batch])
-            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
-            x = x.float() * (1.0 / 127.5) - 1.0
-            flows = decode(from_network(model(x).float().cpu().numpy(), magnitude_clip))
-            if flip_average:
-                mirrored = decode(from_network(model(torch.flip(x, dims=[3])).float().cpu().numpy(), magnitude_clip))
-                flows = 0.5 * (flows + hflip_raw(mirrored))
-            for k, flow in enumerate(flows):
-                out[start + k] = flow if (net_h, net_w) == (h, w) else resize_flow(flow, (h, w))
-    if not np.isfinite(out).all():
-        raise FloatingPointError("the network predicted NaN or Inf flow")
-    return out
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file -> (H, W, 3) uint8 RGB; ValueError naming the file when it cannot be read."""
-    import cv2
-
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -141,12 +65,6 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def write_outputs(flow: np.ndarray, out_dir: Path, stem: str, magnitude_clip: float) -> dict[str, str]:
     """Write the three outputs for one image; returns {kind: path}."""
-    import cv2
-
-    from pipeline.atomic import atomic_path
-    from pipeline.flow.flo import write_flo
-    from pipeline.viz import flow_to_color
-
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"encoded": out_dir / f"{stem}_flow.png", "flo": out_dir / f"{stem}.flo", "color": out_dir / f"{stem}_color.png"}
     encoded_rgb = to_uint8_image(encode(flow), magnitude_clip)
@@ -176,28 +94,18 @@ def predict_images(
     checkpoint: str | Path,
     out_dir: str | Path,
     *,
-    input_size: int | None = None,
-    bn_mode: str = "eval",
+    options: InferenceOptions | None = None,
     device: str = "auto",
     threads: int | None = None,
-    flip_average: bool = False,
 ) -> dict[str, Any]:
     """Predict every image; returns {"ok": [records], "failed": [(path, reason)]} and writes
-    ``predictions.json`` (inputs, outputs, sizes, clips, checkpoint) beside the outputs."""
-    import torch
-
-    from models.unet import load_im2flow
-
-    from pipeline.atomic import write_text
-    from pipeline.train.loop import choose_device
-
-    if threads:
-        torch.set_num_threads(threads)
-    dev = choose_device(device)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = load_im2flow(checkpoint)
-    clip = float(ckpt.get("magnitude_clip", 30.0))
-    size = input_size or model.config.image_size
+    ``predictions.json`` (inputs, outputs, sizes, clips, checkpoint) beside the outputs.
+    ``options.input_size`` defaults to the model's training size."""
+    set_threads(threads)
+    loaded = load_im2flow(checkpoint)
+    options = options or InferenceOptions()
+    options.input_size = options.input_size or loaded.model.config.image_size
+    predictor = Im2FlowPredictor(loaded, choose_device(device), options)
     out_dir = Path(out_dir)
     paths = [Path(p) for p in images]
     records, failed = [], []
@@ -208,23 +116,27 @@ def predict_images(
             log.error("skipping %s", exc)
             failed.append((str(path), str(exc)))
             continue
-        h, w = image.shape[:2]
-        flow = hallucinate(model, image[None], clip, input_size=size, bn_mode=bn_mode, device=dev,
-                           flip_average=flip_average)[0]
-        net_h, net_w = network_size(model, (h, w), size)
-        out_clip = clip * max(h / net_h, w / net_w)  # the clip in the original image's pixels
-        outputs = write_outputs(flow, out_dir, stem, out_clip)
-        magnitude = np.hypot(flow[..., 0], flow[..., 1])
-        records.append({"image": str(path), "size": [h, w], "network_size": [net_h, net_w],
-                        "magnitude_clip_px": out_clip, "mean_magnitude_px": float(magnitude.mean()),
-                        "max_magnitude_px": float(magnitude.max()), "outputs": outputs})
-        log.info("%s (%dx%d): mean predicted motion %.2f px -> %s", path, w, h, magnitude.mean(), outputs["flo"])
-    summary = {"checkpoint": str(checkpoint), "step": ckpt.get("step"), "bn_mode": bn_mode, "flip_average": flip_average,
-               "network_magnitude_clip": clip, "predictions": records,
-               "failed": [{"image": p, "reason": r} for p, r in failed]}
+        records.append(_predict_one(predictor, image, path, out_dir, stem))
+    summary = {"checkpoint": str(checkpoint), "step": loaded.step, "bn_mode": options.bn_mode,
+               "flip_average": options.flip_average, "network_magnitude_clip": loaded.magnitude_clip,
+               "predictions": records, "failed": [{"image": p, "reason": r} for p, r in failed]}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "predictions.json", json.dumps(summary, indent=2) + "\n")
     return {"ok": records, "failed": failed}
+
+
+def _predict_one(predictor: Im2FlowPredictor, image: np.ndarray, path: Path, out_dir: Path, stem: str) -> dict:
+    """Hallucinate one image's flow, write its three files, return its record."""
+    h, w = image.shape[:2]
+    flow = predictor(image[None])[0]
+    net_h, net_w = network_size(predictor.model, (h, w), predictor.options.input_size)
+    out_clip = predictor.magnitude_clip * max(h / net_h, w / net_w)  # the clip in the original image's pixels
+    outputs = write_outputs(flow, out_dir, stem, out_clip)
+    magnitude = np.hypot(flow[..., 0], flow[..., 1])
+    log.info("%s (%dx%d): mean predicted motion %.2f px -> %s", path, w, h, magnitude.mean(), outputs["flo"])
+    return {"image": str(path), "size": [h, w], "network_size": [net_h, net_w], "magnitude_clip_px": out_clip,
+            "mean_magnitude_px": float(magnitude.mean()), "max_magnitude_px": float(magnitude.max()),
+            "outputs": outputs}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -243,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint).is_file():
         log.error("checkpoint not found: %s", args.checkpoint)
         return 2
-    result = predict_images(args.images, args.checkpoint, args.out, input_size=args.size, bn_mode=args.bn_mode,
-                            device=args.device, threads=args.threads, flip_average=args.flip_average)
+    options = InferenceOptions(bn_mode=args.bn_mode, flip_average=args.flip_average, input_size=args.size)
+    result = predict_images(args.images, args.checkpoint, args.out, options=options, device=args.device,
+                            threads=args.threads)
     if result["failed"]:
         log.error("%d of %d images could not be read: %s", len(result["failed"]), len(args.images),
                   "; ".join(r for _, r in result["failed"]))

@@ -14,7 +14,8 @@ import torch
 
 from pipeline.evaluate.evaluation import IM2FLOW, EvaluateConfig, evaluate, format_margins, margins, pick_figure_rows
 from pipeline.evaluate.motion_potential import motion_potential, score_images, spearman
-from pipeline.predict import hallucinate, network_size, set_bn_mode
+from models.unet import Im2FlowCheckpoint
+from pipeline.inference import Im2FlowPredictor, InferenceOptions, network_size, set_bn_mode
 
 
 SIZE = 40  # frames; the tiny U-Net sees them resized to 32 (its multiple), which tests the resize path
@@ -75,7 +76,10 @@ def test_evaluate_writes_table_figures_and_provenance(evaluation, shards):
     assert "train" in saved["bn_mode_check"] and saved["bn_mode"] == "eval"
     # the inference not chosen (flip averaging on/off) is scored as well, and differs
     flip = saved["flip_average_check"]["flip_average=True"]
-    assert saved["flip_average"] is False and flip["EPE_all"] != pytest.approx(float(rows[-1]["EPE_all"]), abs=1e-9)
+    assert saved["flip_average"] is False and set(flip) == set(methods)          # every method, both treatments
+    assert flip[IM2FLOW]["EPE_all"] != pytest.approx(float(rows[-1]["EPE_all"]), abs=1e-9)
+    assert flip["Zero flow"]["EPE_all"] == pytest.approx(float(rows[0]["EPE_all"]))  # mirroring zero changes nothing
+    assert "same for every method" in md and "no flip averaging for any method" in md
     assert saved["methods"]["Nearest neighbour"].startswith("nearest") or "histogram" in saved["methods"]["Nearest neighbour"]
 
 
@@ -153,13 +157,17 @@ class _ConstantNet(torch.nn.Module):
         return out
 
 
-def test_hallucinate_resizes_in_and_scales_flow_back():
+def _predictor(net, input_size=None):
+    return Im2FlowPredictor(Im2FlowCheckpoint(net, 8.0, None, {}, "constant"), "cpu", InferenceOptions(input_size=input_size))
+
+
+def test_inference_resizes_in_and_scales_flow_back():
     net = _ConstantNet()
     frames = np.zeros((2, 20, 36, 3), np.uint8)
-    flow = hallucinate(net, frames, 8.0, input_size=16)
+    flow = _predictor(net, input_size=16)(frames)
     assert net.seen == [(16, 16)] and flow.shape == (2, 20, 36, 2)
     assert np.allclose(flow[..., 0], 2.0 * 36 / 16) and np.allclose(flow[..., 1], 0.0)
-    same = hallucinate(net, np.zeros((1, 16, 24, 3), np.uint8), 8.0)  # multiple of 8: no resizing
+    same = _predictor(net)(np.zeros((1, 16, 24, 3), np.uint8))  # multiple of 8: no resizing
     assert net.seen[-1] == (16, 24) and np.allclose(same[..., 0], 2.0)
     assert network_size(net, (22, 38)) == (24, 40) and network_size(net, (3, 3)) == (8, 8)
 

@@ -150,7 +150,7 @@ def test_writers(tmp_path):
     metrics.write_rows_csv(per_image, tmp_path / "per_image.csv")
     with open(tmp_path / "per_image.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2
-    md = metrics.write_table_markdown(table, tmp_path / "table.md").read_text()
+    md = metrics.format_table_markdown(table)
     lines = md.splitlines()
     assert lines[0].startswith("| Method | EPE all | EPE Canny | EPE FG | DS all")
     assert "| zero | 3.000 | 5.000 | 5.000 | 0.000 |" in md

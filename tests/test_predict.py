@@ -109,15 +109,15 @@ def test_flip_average_is_the_mean_of_both_guesses_and_mirror_equivariant(checkpo
     (u negated); so the averaged prediction of a mirrored frame is the mirrored averaged prediction."""
     from models.unet import load_im2flow
     from pipeline.encoding import hflip_raw
-    from pipeline.predict import hallucinate
+    from pipeline.inference import Im2FlowPredictor, InferenceOptions
 
-    model = load_im2flow(checkpoint)
+    loaded = load_im2flow(checkpoint)
+    predict = Im2FlowPredictor(loaded, "cpu", InferenceOptions())
+    predict_averaged = Im2FlowPredictor(loaded, "cpu", InferenceOptions(flip_average=True))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     mirrored = np.ascontiguousarray(frames[:, :, ::-1])
-    plain = hallucinate(model, frames, 8.0)
-    plain_mirrored = hallucinate(model, mirrored, 8.0)
-    averaged = hallucinate(model, frames, 8.0, flip_average=True)
+    plain, plain_mirrored, averaged = predict(frames), predict(mirrored), predict_averaged(frames)
     np.testing.assert_allclose(averaged, 0.5 * (plain + hflip_raw(plain_mirrored)), atol=1e-5)
-    np.testing.assert_allclose(hallucinate(model, mirrored, 8.0, flip_average=True), hflip_raw(averaged), atol=1e-5)
+    np.testing.assert_allclose(predict_averaged(mirrored), hflip_raw(averaged), atol=1e-5)
     assert np.abs(plain - averaged).max() > 1e-3      # the untrained net is not mirror-symmetric: it changed

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.recognize import experiment as rec
+import h5py
+import json as _json
+
 from pipeline.cli import main as cli_main
+from pipeline.recognize import experiment as rec
+from pipeline.recognize.scoring import accuracy, average_precision, choose_fusion_weight, fuse, \
+    mean_average_precision
+from pipeline.recognize.static_sets import StaticSet, stratified_split, write_image_folder
+from pipeline.recognize.tables import TABLE_ROWS, write_tables
 from pipeline.data.demo import CLASSES, render_video
 from pipeline.encoding import encode
 from pipeline.data.targets import compute_video_flow
@@ -44,10 +51,11 @@ def test_centre_frame_and_its_true_flow_reach_a_static_shard(demo_root, tmp_path
     write_shard([Member("CarDrive/v_CarDrive_g01_c01", 3, str(tmp_path / "f.npz"), str(tmp_path / "fl.npz"))],
                 tmp_path / "s.h5", frame_size=(48, 48), class_names=list(CLASSES), estimator="tvl1",
                 estimator_params={}, split="test", shard_index=0, magnitude_clip=8.0)
-    static = rec.load_static_shards([tmp_path / "s.h5"])
+    static = StaticSet([tmp_path / "s.h5"])
     assert len(static) == 1 and static.labels.tolist() == [3] and static.class_names == list(CLASSES)
-    np.testing.assert_array_equal(static.images[0], record["frames"][0])
-    np.testing.assert_allclose(static.true_flow[0], encode(flow["targets"])[0], atol=0.02)
+    assert static.has_flow and static.magnitude_clip == 8.0
+    np.testing.assert_array_equal(static.frames.row(0), record["frames"][0])
+    np.testing.assert_allclose(static.flow.row(0).astype(np.float32), encode(flow["targets"])[0], atol=0.02)
 
 
 def test_fusion_weight_selection_finds_the_known_best_weight():
@@ -63,30 +71,30 @@ def test_fusion_weight_selection_finds_the_known_best_weight():
     # sample 0: 0.35w - 0.65(1-w) > 0 <=> w > 0.65;  sample 1: -0.25w + 0.75(1-w) > 0 <=> w < 0.75
     p_a, p_b = probs(a_margin), probs(b_margin)
     grid = [round(0.1 * i, 1) for i in range(11)]
-    assert rec.choose_fusion_weight(p_a, p_b, labels, grid) == pytest.approx(0.7)
-    assert rec.accuracy(rec.fuse(p_a, p_b, 0.7), labels) == 1.0
-    assert rec.accuracy(rec.fuse(p_a, p_b, 0.6), labels) == 0.5 and rec.accuracy(rec.fuse(p_a, p_b, 0.8), labels) == 0.5
+    assert choose_fusion_weight(p_a, p_b, labels, grid) == pytest.approx(0.7)
+    assert accuracy(fuse(p_a, p_b, 0.7), labels) == 1.0
+    assert accuracy(fuse(p_a, p_b, 0.6), labels) == 0.5 and accuracy(fuse(p_a, p_b, 0.8), labels) == 0.5
     # swapping the streams mirrors the weight
-    assert rec.choose_fusion_weight(p_b, p_a, labels, grid) == pytest.approx(0.3)
+    assert choose_fusion_weight(p_b, p_a, labels, grid) == pytest.approx(0.3)
 
 
 def test_average_precision_and_map_against_hand_computed_values():
     # ranked: + - + - +  -> precision at the positives 1/1, 2/3, 3/5
-    ap = rec.average_precision(np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([1, 0, 1, 0, 1]))
+    ap = average_precision(np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([1, 0, 1, 0, 1]))
     assert ap == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
     # order of the input does not matter, only the scores
-    assert rec.average_precision(np.array([0.5, 0.9, 0.6, 0.7, 0.8]), np.array([1, 1, 0, 1, 0])) == pytest.approx(ap)
-    assert np.isnan(rec.average_precision(np.array([0.1, 0.2]), np.array([0, 0])))
+    assert average_precision(np.array([0.5, 0.9, 0.6, 0.7, 0.8]), np.array([1, 1, 0, 1, 0])) == pytest.approx(ap)
+    assert np.isnan(average_precision(np.array([0.1, 0.2]), np.array([0, 0])))
     scores = np.array([[0.7, 0.2, 0.1],
                        [0.6, 0.3, 0.1],
                        [0.2, 0.5, 0.3],
                        [0.1, 0.1, 0.8]])
     labels = np.array([0, 1, 1, 2])
     # every class's positives rank first: AP 1 for each
-    assert rec.mean_average_precision(scores, labels) == pytest.approx(1.0)
+    assert mean_average_precision(scores, labels) == pytest.approx(1.0)
     scores[0, 1] = 0.9           # class 1 ranking: 0.9(-) 0.5(+) 0.3(+) -> AP (1/2 + 2/3) / 2
-    assert rec.mean_average_precision(scores, labels) == pytest.approx((1 + (1 / 2 + 2 / 3) / 2 + 1) / 3)
-    assert rec.accuracy(scores, labels) == pytest.approx(2 / 4)
+    assert mean_average_precision(scores, labels) == pytest.approx((1 + (1 / 2 + 2 / 3) / 2 + 1) / 3)
+    assert accuracy(scores, labels) == pytest.approx(2 / 4)
 
 
 def _write_image(path, colour, size=(20, 30)):
@@ -103,12 +111,13 @@ def test_still_image_folder_loader(tmp_path, caplog):
             for i in range(n):
                 _write_image(root / split / c / f"{i}.jpg", colour)
     (root / "train" / "jumping" / "broken.png").write_text("not an image")
-    train, test = rec.load_image_folder(root, (16, 16))
+    train, test = (StaticSet([p]) for p in write_image_folder(root, (16, 16), tmp_path))
     assert train.class_names == test.class_names == ["jumping", "riding_horse"]
-    assert len(train) == 6 and len(test) == 4 and train.true_flow is None
-    assert train.images.shape == (6, 16, 16, 3) and train.images.dtype == np.uint8
+    assert len(train) == 6 and len(test) == 4 and not train.has_flow
+    images = train.frames.rows(range(len(train)))
+    assert images.shape == (6, 16, 16, 3) and images.dtype == np.uint8
     # class = folder; OpenCV's BGR red (0, 0, 255) comes back as RGB red
-    red = train.images[train.labels == 0]
+    red = images[train.labels == 0]
     assert (red[..., 0] > 200).all() and (red[..., 1] < 50).all()
     assert any("broken.png" in r.getMessage() for r in caplog.records)
     # an unsplit folder (class folders only) is split by a stable hash of the path
@@ -116,18 +125,20 @@ def test_still_image_folder_loader(tmp_path, caplog):
     for c in ("a", "b"):
         for i in range(20):
             _write_image(flat / c / f"{i}.png", (i * 10, 0, 0))
-    tr1, te1 = rec.load_image_folder(flat, (8, 8), test_fraction=0.3)
-    tr2, te2 = rec.load_image_folder(flat, (8, 8), test_fraction=0.3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    tr1, te1 = (StaticSet([p]) for p in write_image_folder(flat, (8, 8), tmp_path / "a", test_fraction=0.3))
+    tr2, te2 = (StaticSet([p]) for p in write_image_folder(flat, (8, 8), tmp_path / "b", test_fraction=0.3))
     assert te1.ids == te2.ids and 0 < len(te1) < 40 and len(tr1) + len(te1) == 40
     assert not set(tr1.ids) & set(te1.ids)
 
 
 def test_stratified_validation_split_keeps_every_class():
     labels = np.repeat(np.arange(6), 6)
-    train, val = rec.stratified_split(labels, 0.34, seed=0)
+    train, val = stratified_split(labels, 0.34, seed=0)
     assert len(val) == 12 and sorted(np.bincount(labels[val]).tolist()) == [2] * 6
     assert not set(train) & set(val) and len(train) + len(val) == 36
-    assert (rec.stratified_split(labels, 0.34, seed=0)[1] == val).all()
+    assert (stratified_split(labels, 0.34, seed=0)[1] == val).all()
 
 
 def _tiny_im2flow(path, clip=8.0):
@@ -139,8 +150,9 @@ def _tiny_im2flow(path, clip=8.0):
     return path
 
 
-def _synthetic(n_per_class, seed, size=32):
-    """Two classes that look alike (a random-colour square) and differ in motion: up (0) or down (1)."""
+def _synthetic(path, n_per_class, seed, size=32):
+    """Two classes that look alike (a random-colour square) and differ in motion: up (0) or down (1),
+    written as a static set (frames, true flow in px, labels)."""
     rng = np.random.default_rng(seed)
     images, flows, labels = [], [], []
     for label in (0, 1):
@@ -153,27 +165,45 @@ def _synthetic(n_per_class, seed, size=32):
             images.append(img)
             flows.append(encode(raw))
             labels.append(label)
-    return rec.StaticSet(np.stack(images), np.array(labels), [f"v{i}" for i in range(len(labels))], ["Up", "Down"],
-                         np.stack(flows))
+    with h5py.File(path, "w") as f:
+        f["frames"], f["flow"] = np.stack(images), np.stack(flows).astype(np.float16)
+        f["labels"] = np.array(labels, np.int64)
+        f.create_dataset("video_ids", data=np.array([f"v{i}" for i in range(len(labels))], dtype=object),
+                         dtype=h5py.string_dtype())
+        f.attrs["class_names"], f.attrs["magnitude_clip"] = _json.dumps(["Up", "Down"]), 8.0
+    return StaticSet([path])
 
 
 def test_tiny_end_to_end_recognition_tables(tmp_path):
+    """Appearance says nothing about the class, true motion says everything: the motion stream must win,
+    fusion must lean on it, and every number in the table must follow from the saved scores."""
     cfg = rec.RecognizeConfig(backbone="tiny", pretrained=None, epochs=8, batch_size=8, lr=0.01,
                               validation_fraction=0.25, fusion_grid=[0.0, 0.25, 0.5, 0.75, 1.0])
-    result = rec.run_experiment(_synthetic(8, 0), _synthetic(6, 1), _tiny_im2flow(tmp_path / "im2flow.pt"), cfg,
-                                static_name="synthetic", im2flow_name="tiny")
+    result = rec.run_experiment(_synthetic(tmp_path / "tr.h5", 8, 0), _synthetic(tmp_path / "te.h5", 6, 1),
+                                _tiny_im2flow(tmp_path / "im2flow.pt"), cfg, static_name="synthetic",
+                                im2flow_name="tiny")
     rows = {r["key"]: r for r in result["rows"]}
-    assert list(rows) == [k for k, _, _ in rec.TABLE_ROWS]
+    assert list(rows) == [k for k, _, _ in TABLE_ROWS]
     assert rows["gt_motion"]["accuracy"] >= 75.0        # true motion separates the classes
-    for r in rows.values():
-        assert 0 <= r["accuracy"] <= 100 and 0 <= r["mAP"] <= 100
-    assert rows["appearance+motion"]["appearance_weight"] in cfg.fusion_grid
-    rec.write_tables(result, tmp_path / "out")
+    assert rows["appearance+gt_motion"]["appearance_weight"] <= 0.5   # fusion leans on the informative stream
+    scores, y = result["scores"], result["scores"]["test_labels"]
+    assert y.tolist() == [0] * 6 + [1] * 6
+    for key in ("appearance", "motion", "gt_motion"):
+        assert rows[key]["accuracy"] == pytest.approx(100 * accuracy(scores[f"r0/{key}/test"], y))
+        assert rows[key]["mAP"] == pytest.approx(100 * mean_average_precision(scores[f"r0/{key}/test"], y))
+    w = rows["appearance+gt_motion"]["appearance_weight"]
+    fused = fuse(scores["r0/appearance/test"], scores["r0/gt_motion/test"], w)
+    assert rows["appearance+gt_motion"]["accuracy"] == pytest.approx(100 * accuracy(fused, y))
+    val = scores["val_indices_r0"]
+    assert len(val) == 4 and w == choose_fusion_weight(scores["r0/appearance/val"], scores["r0/gt_motion/val"],
+                                                       np.array([0] * 2 + [1] * 2), cfg.fusion_grid)
+    write_tables(result, tmp_path / "out")
     with open(tmp_path / "out" / "table.csv") as fh:
         table = list(csv.DictReader(fh))
     assert [t["configuration"] for t in table][:2] == ["Appearance Stream", "Motion Stream (Ours-tiny)"]
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| Two-Stream | Appearance + Appearance |" in md and "Appearance + Appearance:" in md
+    assert "validation split of 4 training images" in md
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["verdict"] in md
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import planned_jobs, run_snakemake, small_config
 from pipeline.evaluate.metrics import write_rows_csv
-from pipeline.report.build import benchmark_timings, build_report, parse_markdown_table
+from pipeline.report.build import build_report
+from pipeline.report.sections import ReportInputs, benchmark_timings, parse_markdown_table
 
 METHODS = ["Zero flow", "Mean training flow", "Nearest neighbour", "Codebook (Walker-style)", "Im2Flow"]
 
@@ -69,6 +70,10 @@ def fake_stage_outputs(root: Path) -> dict[str, Path]:
             "manifest": manifest, "benchmarks": bench}
 
 
+def _inputs(paths, **extra) -> ReportInputs:
+    return ReportInputs(**paths, config=CONFIG, **extra)
+
+
 CONFIG = {"name": "demo", "flow": {"estimator": "tvl1", "params": {"tvl1": {"threads": 1, "warps": 3}}},
           "evaluate": {"bn_mode": "eval"}}
 
@@ -79,7 +84,7 @@ def test_report_holds_every_table_and_is_self_contained(tmp_path):
     rec.write_text("| Stream | Accuracy |\n|---|---:|\n| Appearance | 0.500 |\n| Appearance + motion | 0.600 |\n\n"
                    "Fusion weight chosen on validation.\n")
     out_html, out_md = tmp_path / "report" / "report.html", tmp_path / "report" / "report.md"
-    build_report(**paths, config=CONFIG, out_html=out_html, out_md=out_md, recognition_md=rec)
+    build_report(_inputs(paths, recognition_md=rec), out_html, out_md)
     page = out_html.read_text()
     for method in METHODS:
         assert f"<td>{method}</td>" in page
@@ -102,8 +107,7 @@ def test_report_holds_every_table_and_is_self_contained(tmp_path):
 def test_report_says_when_recognition_was_not_run(tmp_path):
     paths = fake_stage_outputs(tmp_path)
     out_html, out_md = tmp_path / "r.html", tmp_path / "r.md"
-    build_report(**paths, config=CONFIG, out_html=out_html, out_md=out_md,
-                 recognition_status="recognize.enabled is false in the config.")
+    build_report(_inputs(paths, recognition_status="recognize.enabled is false in the config."), out_html, out_md)
     assert "Not run." in out_html.read_text() and "recognize.enabled is false" in out_md.read_text()
 
 

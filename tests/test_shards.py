@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.atomic import save_npz
-from pipeline.data.dataset import ShardDataset
+from pipeline.data.dataset import ShardDataset, to_network
 from pipeline.encoding import decode, encode
 from pipeline.data.shards import CODECS, Member, is_complete, shard_of, write_shard
 
@@ -147,22 +147,31 @@ def test_dataset_values_crop_flip_and_workers(tmp_path):
     assert len(plain) == 6 and plain.num_classes == 3 and plain.magnitude_clip == 4.0
     item = plain[0]
     frame, flow, label, vid, idx = plain.read(0)
-    assert item["frame"].shape == (3, 24, 32) and -1.0 <= item["frame"].min() and item["frame"].max() <= 1.0
-    np.testing.assert_allclose(item["flow"][2].numpy(), np.minimum(flow[2], 4.0) / 4.0 * 2 - 1, atol=1e-6)
-    assert item["flow"].min() >= -1.0 and item["flow"].max() <= 1.0 and item["video_id"] == "A/v0"
+    # samples leave the loader as stored (uint8 frame, float16 flow in px) ...
+    assert item["frame"].dtype == torch.uint8 and item["frame"].shape == (24, 32, 3)
+    assert item["flow"].dtype == torch.float16 and item["flow"].shape == (3, 24, 32) and item["video_id"] == "A/v0"
+    np.testing.assert_array_equal(item["frame"].numpy(), frame)
+    # ... and a batch is mapped to the network's range on the device
+    batch = next(iter(DataLoader(plain, batch_size=2)))
+    net_frame, net_flow = to_network(batch, torch.device("cpu"), plain.magnitude_clip)
+    assert net_frame.shape == (2, 3, 24, 32) and -1.0 <= net_frame.min() and net_frame.max() <= 1.0
+    np.testing.assert_allclose(net_frame[0].numpy(), np.moveaxis(frame, -1, 0) / 127.5 - 1, atol=1e-6)
+    np.testing.assert_allclose(net_flow[0, 2].numpy(), np.minimum(flow[2].astype(np.float32), 4.0) / 4.0 * 2 - 1,
+                               atol=1e-6)
+    assert net_flow.min() >= -1.0 and net_flow.max() <= 1.0
 
     aug = ShardDataset(paths, crop=16, flip=True, seed=3)
     flipped_seen = 0
     for i in range(len(aug)):
         a, p = aug[i], plain[i]
-        assert a["frame"].shape == (3, 16, 16)
+        assert a["frame"].shape == (16, 16, 3)
         # find where the crop came from, then check flow was cropped/flipped the same way
         for flip in (False, True):
-            f_full = p["frame"].flip(-1) if flip else p["frame"]
+            f_full = p["frame"].flip(1) if flip else p["frame"]
             w_full = p["flow"].flip(-1) if flip else p["flow"]
             for top in range(24 - 16 + 1):
                 for left in range(32 - 16 + 1):
-                    if torch.equal(f_full[:, top:top + 16, left:left + 16], a["frame"]):
+                    if torch.equal(f_full[top:top + 16, left:left + 16], a["frame"]):
                         expected = w_full[:, top:top + 16, left:left + 16].clone()
                         if flip:
                             expected[1] = -expected[1]

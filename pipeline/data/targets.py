@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.atomic import save_npz
 from pipeline.flow import FlowEstimator, make_estimator
-from pipeline.data.frames import FUTURE
+from pipeline.data.frames import FUTURE, add_sampling_arguments, extract_frames
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +78,28 @@ def compute_video_flow(frames_npz: str | Path, out: str | Path, estimator_name: 
     return {"status": status, "reason": reason, "targets": targets}
 
 
+def prepare_video(video: str | Path, frames_out: str | Path, flow_out: str | Path, size_hw: tuple[int, int],
+                  policy: str, every: int, per_video: int, estimator_name: str,
+                  estimator_params: dict[str, Any] | None = None) -> dict:
+    """Frames stage, then flow stage; a rejected video is recorded in both outputs."""
+    extract_frames(video, frames_out, size_hw, policy, every, per_video)
+    return compute_video_flow(frames_out, flow_out, estimator_name, estimator_params)
+
+
 def add_estimator_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", default="tvl1")
     p.add_argument("--params", default="{}", help="estimator parameters as JSON")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", required=True, type=Path, help="npz written by `im2flow frames`")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--video", required=True, type=Path)
+    p.add_argument("--frames-out", required=True, type=Path)
+    p.add_argument("--flow-out", required=True, type=Path)
+    add_sampling_arguments(p)
     add_estimator_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    compute_video_flow(args.frames, args.out, args.estimator, json.loads(args.params))
+    prepare_video(args.video, args.frames_out, args.flow_out, tuple(args.size), args.policy, args.every,
+                  args.per_video, args.estimator, json.loads(args.params))
     return 0

@@ -30,7 +30,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
+
+from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,6 @@ def canny_mask(frame: np.ndarray) -> np.ndarray:
 
     grey -> 3×3 box blur -> Canny(50, 150, aperture 3), as DejaVu's evaluation does.
     """
-    import cv2
-
     grey = _grey(frame)
     blurred = cv2.blur(grey, (CANNY_BLUR, CANNY_BLUR))
     return cv2.Canny(blurred, CANNY_LOW, CANNY_HIGH, apertureSize=CANNY_APERTURE) > 0
@@ -101,8 +102,6 @@ def foreground_mask(frame: np.ndarray, method: str = DEFAULT_SALIENCY) -> np.nda
     closed (elliptic kernel, a tenth of the short side) and its holes filled.
     A flat saliency map gives an empty mask (the image is then skipped for ``fg``).
     """
-    import cv2
-
     frame = _rgb(frame)
     if method == "spectral_residual":
         saliency = cv2.saliency.StaticSaliencySpectralResidual_create()
@@ -126,8 +125,6 @@ def foreground_mask(frame: np.ndarray, method: str = DEFAULT_SALIENCY) -> np.nda
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool -> the same with every background component not touching the border filled."""
-    import cv2
-
     _, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     holes = ~mask & ~np.isin(labels, border)
@@ -140,8 +137,6 @@ def foreground_method_name(method: str = DEFAULT_SALIENCY) -> str:
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
     frame = np.asarray(frame)
     if frame.ndim == 2:
         return np.ascontiguousarray(frame, np.uint8)
@@ -172,6 +167,50 @@ def image_metrics(true: np.ndarray, pred: np.ndarray, masks: Mapping[str, np.nda
     return out
 
 
+def region_masks(frame: np.ndarray, true_flow: np.ndarray, fg_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The three regions of one image, each restricted to pixels with a finite ground truth."""
+    valid = np.isfinite(true_flow).all(axis=-1)
+    return {"all": valid, "canny": canny_mask(frame) & valid, "fg": np.asarray(fg_mask, bool) & valid}
+
+
+class TableAccumulator:
+    """Table-1 rows built one image at a time: per method, the running mean over images of each
+    per-image metric (an image with an empty region is left out of that column)."""
+
+    def __init__(self, fg_name: str = USER_FOREGROUND):
+        self.fg_name = fg_name
+        self._sums: dict[str, dict[str, float]] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+        self.n_images: dict[str, int] = {}
+
+    def add(self, method: str, row: Mapping[str, Any]) -> None:
+        sums, counts = self._sums.setdefault(method, {}), self._counts.setdefault(method, {})
+        self.n_images[method] = self.n_images.get(method, 0) + 1
+        for column in table_columns():
+            if row.get(column) is not None:
+                sums[column] = sums.get(column, 0.0) + float(row[column])
+                counts[column] = counts.get(column, 0) + 1
+        for region in REGIONS:
+            if row.get(f"n_{region}", 0) > 0:
+                counts[f"images_{region}"] = counts.get(f"images_{region}", 0) + 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per method, in the order first seen: ``EPE_all`` … ``OS_fg``, ``n_images_<region>``, ``fg_mask``."""
+        table = []
+        for method, sums in self._sums.items():
+            counts = self._counts[method]
+            row: dict[str, Any] = {"method": method}
+            row.update({c: (sums[c] / counts[c] if counts.get(c) else None) for c in table_columns()})
+            row.update({f"n_images_{r}": counts.get(f"images_{r}", 0) for r in REGIONS})
+            row["fg_mask"] = self.fg_name
+            skipped = {r: self.n_images[method] - row[f"n_images_{r}"] for r in REGIONS
+                       if row[f"n_images_{r}"] < self.n_images[method]}
+            if skipped:
+                log.info("%s: images skipped for empty regions: %s", method, skipped)
+            table.append(row)
+        return table
+
+
 def evaluate_predictions(
     frames: np.ndarray,
     true_flows: np.ndarray,
@@ -179,17 +218,39 @@ def evaluate_predictions(
     fg_masks: np.ndarray | None = None,
     saliency_method: str = DEFAULT_SALIENCY,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Table-1-style evaluation of several methods on the same test frames.
+    """Table-1-style evaluation of several methods on the same test frames held in memory.
 
     frames (N, H, W, 3) uint8 RGB; true_flows (N, H, W, 2); predicted maps a
     method name to (N, H, W, 2) raw flow; fg_masks (N, H, W) bool or None
     (then :func:`foreground_mask` makes them). Returns ``(table_rows,
-    per_image_rows)``: one table row per method with ``EPE_all`` …
-    ``OS_fg`` (mean over images of per-image means), ``n_images_<region>``
-    (images that had pixels in the region) and ``fg_mask`` (which mask); one
-    per-image row per (method, image). Masks are computed once and shared by
-    all methods, so every method is scored on the same pixels.
+    per_image_rows)`` (see :class:`TableAccumulator`; one per-image row per
+    (method, image)). Masks are computed once and shared by all methods, so every
+    method is scored on the same pixels.
     """
+    frames, true_flows = _check_set(frames, true_flows, predicted)
+    n, h, w = frames.shape[:3]
+    if fg_masks is None:
+        fg_masks = np.stack([foreground_mask(f, saliency_method) for f in frames]) if n else np.zeros((0, h, w), bool)
+        fg_name = foreground_method_name(saliency_method)
+    else:
+        fg_masks = np.asarray(fg_masks, dtype=bool)
+        if fg_masks.shape != (n, h, w):
+            raise ValueError(f"fg_masks must be {(n, h, w)}, got {fg_masks.shape}")
+        fg_name = USER_FOREGROUND
+    masks = [region_masks(frames[i], true_flows[i], fg_masks[i]) for i in range(n)]
+    truth = np.where(np.isfinite(true_flows).all(axis=-1, keepdims=True), true_flows, 0.0)
+    table, per_image = TableAccumulator(fg_name), []
+    for name, flows in predicted.items():
+        for i in range(n):
+            row = {"method": name, "image": i, **image_metrics(truth[i], np.asarray(flows[i], np.float32), masks[i])}
+            table.add(name, row)
+            per_image.append(row)
+    return table.rows(), per_image
+
+
+def _check_set(frames: np.ndarray, true_flows: np.ndarray, predicted: Mapping[str, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes agree, predictions are finite; ValueError naming the method otherwise."""
     frames = np.asarray(frames)
     true_flows = np.asarray(true_flows, dtype=np.float32)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -203,47 +264,7 @@ def evaluate_predictions(
             raise ValueError(f"predictions of {name!r} must be {(n, h, w, 2)}, got {flows.shape}")
         if not np.isfinite(flows).all():
             raise ValueError(f"predictions of {name!r} contain NaN or Inf")
-    if fg_masks is None:
-        fg_masks = np.stack([foreground_mask(f, saliency_method) for f in frames]) if n else np.zeros((0, h, w), bool)
-        fg_name = foreground_method_name(saliency_method)
-    else:
-        fg_masks = np.asarray(fg_masks, dtype=bool)
-        if fg_masks.shape != (n, h, w):
-            raise ValueError(f"fg_masks must be {(n, h, w)}, got {fg_masks.shape}")
-        fg_name = USER_FOREGROUND
-
-    valid = np.isfinite(true_flows).all(axis=-1)
-    masks_per_image = []
-    for i in range(n):
-        masks_per_image.append({
-            "all": valid[i],
-            "canny": canny_mask(frames[i]) & valid[i],
-            "fg": fg_masks[i] & valid[i],
-        })
-    truth = np.where(valid[..., None], true_flows, 0.0)
-
-    table: list[dict[str, Any]] = []
-    per_image: list[dict[str, Any]] = []
-    for name, flows in predicted.items():
-        flows = np.asarray(flows, dtype=np.float32)
-        rows = []
-        for i in range(n):
-            row = {"method": name, "image": i, **image_metrics(truth[i], flows[i], masks_per_image[i])}
-            rows.append(row)
-        per_image.extend(rows)
-        summary: dict[str, Any] = {"method": name}
-        for metric in METRICS:
-            for region in REGIONS:
-                values = [r[f"{metric}_{region}"] for r in rows if r[f"{metric}_{region}"] is not None]
-                summary[f"{metric}_{region}"] = float(np.mean(values)) if values else None
-        for region in REGIONS:
-            summary[f"n_images_{region}"] = sum(1 for r in rows if r[f"n_{region}"] > 0)
-        summary["fg_mask"] = fg_name
-        table.append(summary)
-        skipped = {region: n - summary[f"n_images_{region}"] for region in REGIONS if summary[f"n_images_{region}"] < n}
-        if skipped:
-            log.info("%s: images skipped for empty regions: %s", name, skipped)
-    return table, per_image
+    return frames, true_flows
 
 
 # ----------------------------------------------------------------------------- writers
@@ -259,15 +280,17 @@ def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -
     for row in rows:
         columns.extend(k for k in row if k not in columns)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else _csv_value(row.get(k))) for k in columns})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(csv_row(row, columns) for row in rows)
     return path
+
+
+def csv_row(row: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """A row as CSV cells: None -> empty, floats written so that they round-trip exactly."""
+    return {k: ("" if row.get(k) is None else _csv_value(row.get(k))) for k in columns}
 
 
 def _csv_value(value: Any) -> Any:
@@ -295,13 +318,3 @@ def format_table_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 3) ->
             notes.append(f"Foreground mask: {rows[0]['fg_mask']}.")
     notes.append("EPE in pixels (lower is better); DS and OS are cosines (higher is better).")
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
-
-
-def write_table_markdown(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, digits: int = 3) -> Path:
-    """Write :func:`format_table_markdown` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(format_table_markdown(rows, digits))
-    os.replace(tmp, path)
-    return path

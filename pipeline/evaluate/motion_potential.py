@@ -13,12 +13,17 @@ between the two, say whether the ranking means anything on this dataset.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from pipeline.atomic import atomic_path
+from pipeline.viz import flow_to_color
 
 log = logging.getLogger(__name__)
 
@@ -54,67 +59,83 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+class MotionPotentialRanking:
+    """Motion potential scored one test image at a time; keeps every image's score (a few numbers
+    each) and, for the figure, the frame and predicted flow of the ``keep`` highest and lowest only."""
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self.rows: list[dict[str, Any]] = []
+        # min-heaps of (key, tie-break, image, frame, flow) holding the `keep` largest keys; the keys
+        # follow the ranking's order (-score, image): the top keeps (score, -image), the bottom (-score, image)
+        self._top: list[tuple] = []
+        self._bottom: list[tuple] = []
+
+    def add(self, image: int, frame: np.ndarray, predicted: np.ndarray, fg_mask: np.ndarray,
+            true_flow: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> None:
+        score, used_fg = motion_potential(predicted, fg_mask)
+        row: dict[str, Any] = {"image": image, **(meta or {}), "score": score,
+                               "fg_fraction": float(fg_mask.mean()), "fg_used": used_fg}
+        if true_flow is not None:
+            row["true_score"] = motion_potential(np.nan_to_num(true_flow), fg_mask)[0]
+        self.rows.append(row)
+        for heap, key in ((self._top, (score, -image)), (self._bottom, (-score, image))):
+            entry = (*key, image, frame, predicted)
+            if len(heap) < self.keep:
+                heapq.heappush(heap, entry)
+            elif self.keep and entry[:2] > heap[0][:2]:
+                heapq.heapreplace(heap, entry)
+
+    def ranked(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(rows ranked by score, highest first, ties by image; summary with the Spearman correlation)."""
+        rows = sorted(self.rows, key=lambda r: (-r["score"], r["image"]))
+        for rank, row in enumerate(rows, 1):
+            row["rank"] = rank
+        summary: dict[str, Any] = {"n_images": len(rows), "n_without_foreground": sum(not r["fg_used"] for r in rows)}
+        if rows and "true_score" in rows[0]:
+            summary["spearman_vs_truth"] = spearman([r["score"] for r in rows], [r["true_score"] for r in rows])
+        return rows, summary
+
+    def pictures(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """image -> (frame, predicted flow) for the kept highest and lowest images."""
+        return {e[2]: (e[3], e[4]) for e in self._top + self._bottom}
+
+
 def score_images(
     predicted: np.ndarray,
     fg_masks: np.ndarray,
     true_flows: np.ndarray | None = None,
     meta: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(N, H, W, 2) predicted flow, (N, H, W) masks [, true flow, per-image metadata] ->
+    """(N, H, W, 2) predicted flow, (N, H, W) masks [, true flow, per-image metadata] held in memory ->
     (rows ranked by score, highest first; summary with the Spearman correlation to the truth)."""
-    rows = []
+    ranking = MotionPotentialRanking(keep=0)
     for i in range(len(predicted)):
-        score, used_fg = motion_potential(predicted[i], fg_masks[i])
-        row: dict[str, Any] = {"image": i, **(dict(meta[i]) if meta is not None else {}),
-                               "score": score, "fg_fraction": float(fg_masks[i].mean()), "fg_used": used_fg}
-        if true_flows is not None:
-            row["true_score"] = motion_potential(np.nan_to_num(true_flows[i]), fg_masks[i])[0]
-        rows.append(row)
-    rows.sort(key=lambda r: (-r["score"], r["image"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
-    summary: dict[str, Any] = {"n_images": len(rows), "n_without_foreground": sum(not r["fg_used"] for r in rows)}
-    if true_flows is not None:
-        summary["spearman_vs_truth"] = spearman([r["score"] for r in rows], [r["true_score"] for r in rows])
-    return rows, summary
+        ranking.add(i, None, predicted[i], fg_masks[i], None if true_flows is None else true_flows[i],
+                    None if meta is None else dict(meta[i]))
+    return ranking.ranked()
 
 
 def save_ranked_figure(
     rows: Sequence[dict[str, Any]],
-    frames: np.ndarray,
-    predicted: np.ndarray,
+    pictures: dict[int, tuple[np.ndarray, np.ndarray]],
     path: str | os.PathLike,
     n: int = 4,
 ) -> Path:
     """Two blocks of ``n`` images, the highest and the lowest scored, each with its predicted
-    flow (one colour scale for the whole figure, so brightness compares across images)."""
-    from matplotlib.figure import Figure
-
-    from pipeline.atomic import atomic_path
-    from pipeline.viz import flow_to_color
-
+    flow (one colour scale for the whole figure, so brightness compares across images).
+    ``pictures``: image -> (frame, predicted flow) for at least those images."""
     n = max(1, min(n, len(rows) // 2 if len(rows) >= 2 else len(rows)))
     blocks = [("highest motion potential", list(rows[:n])), ("lowest motion potential", list(rows[-n:]))]
-    picked = [r["image"] for _, block in blocks for r in block]
-    magnitudes = np.hypot(predicted[picked, ..., 0], predicted[picked, ..., 1])
+    picked = [pictures[r["image"]][1] for _, block in blocks for r in block]
+    magnitudes = np.hypot(np.stack(picked)[..., 0], np.stack(picked)[..., 1])
     radius = float(magnitudes.max()) if magnitudes.size and magnitudes.max() > 0 else 1.0
     fig = Figure(figsize=(1.6 * n + 0.6, 7.4), dpi=100, layout="constrained")
     for sub, (title, block) in zip(fig.subfigures(2, 1, hspace=0.04), blocks):
         sub.suptitle(title, fontsize=11, weight="bold")
         axes = sub.subplots(2, n, squeeze=False)
         for c in range(n):
-            for k in range(2):
-                ax = axes[k][c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c >= len(block):
-                    ax.axis("off")
-                    continue
-                row = block[c]
-                image = frames[row["image"]] if k == 0 else flow_to_color(predicted[row["image"]], radius)
-                ax.imshow(image, interpolation="nearest")
-                if k == 0:
-                    ax.set_title(f"#{row['rank']}: {row['score']:.2f} px\n{row.get('label_name', '')}", fontsize=8)
+            _draw_column(axes[0][c], axes[1][c], block[c] if c < len(block) else None, pictures, radius)
         axes[0][0].set_ylabel("image", fontsize=9)
         axes[1][0].set_ylabel("predicted flow", fontsize=9)
     path = Path(path)
@@ -122,3 +143,17 @@ def save_ranked_figure(
         fig.savefig(tmp, format="png", metadata={"Software": None})
     log.info("wrote motion-potential figure %s", path)
     return path
+
+
+def _draw_column(top, bottom, row: dict[str, Any] | None, pictures, radius: float) -> None:
+    for ax in (top, bottom):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if row is None:
+            ax.axis("off")
+    if row is None:
+        return
+    frame, flow = pictures[row["image"]]
+    top.imshow(frame, interpolation="nearest")
+    top.set_title(f"#{row['rank']}: {row['score']:.2f} px\n{row.get('label_name', '')}", fontsize=8)
+    bottom.imshow(flow_to_color(flow, radius), interpolation="nearest")

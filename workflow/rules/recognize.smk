@@ -82,7 +82,9 @@ rule recognize:
         scores=f"{RESULTS}/recognition/{{estimator}}/scores.npz",
     params:
         data=recognize_data_args,
-        config=lambda wc: shlex.quote(json.dumps(REC, sort_keys=True)),
+        # Im2Flow at test time as in Table 1 (evaluate's BatchNorm mode and flip averaging)
+        config=lambda wc: shlex.quote(json.dumps(REC | {k: CFG["evaluate"].get(k) for k in ("bn_mode", "flip_average")
+                                                       if CFG["evaluate"].get(k) is not None}, sort_keys=True)),
         static_name=shlex.quote(REC["static_name"] or CFG["name"]),
         im2flow_name=shlex.quote(REC_IM2FLOW_NAME),
         out=lambda wc: f"{RESULTS}/recognition/{wc.estimator}",
