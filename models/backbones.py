@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import get_model, get_model_weights, list_models, resnet18
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ def resize_square(x: torch.Tensor, size: int | None, antialias: bool = False) ->
 
 def cached_imagenet_weights(arch: str) -> tuple[Path, object]:
     """(where torchvision caches ``arch``'s default ImageNet weights, the weights enum entry)."""
-    from torchvision.models import get_model_weights
-
     weights = get_model_weights(arch).DEFAULT
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url), weights
 
@@ -122,8 +121,6 @@ def build_classifier(arch: str, num_classes: int, pretrained: str | None) -> tup
     as ``pretrained`` says; returns (model, phrase for the log)."""
     if arch == "tiny":
         return TinyNet(num_classes), "random initialisation (tiny test network)"
-    from torchvision.models import get_model, list_models
-
     if arch not in list_models():
         raise ValueError(f"unknown torchvision model {arch!r}")
     model = get_model(arch, weights=None, num_classes=num_classes)
@@ -139,8 +136,6 @@ def resnet18_trunk(pretrained: str | None = "imagenet", seed: int = 0) -> tuple[
 
     Random initialisation is seeded (``seed``) without touching the global generator.
     """
-    from torchvision.models import resnet18
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = resnet18(weights=None)

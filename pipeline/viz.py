@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,6 @@ def save_flow_grid(
     wheel legend sits in the bottom-right corner. Uses matplotlib's Figure
     directly (Agg canvas), never pyplot, so no global backend state is touched.
     """
-    from matplotlib.figure import Figure
-
     if not rows:
         raise ValueError("save_flow_grid needs at least one row")
     ncols = len(column_titles)

@@ -1,7 +1,5 @@
 # Flow-prediction evaluation (Table 1: Im2Flow against the baselines) and motion potential.
-# gpu=1: it runs the Im2Flow network and the baselines' CNNs.
-
-EVALUATION = f"{RESULTS}/evaluation/{ESTIMATOR}"
+# Code: pipeline/evaluate. gpu=1: it runs the Im2Flow network and the baselines' CNNs.
 
 
 rule evaluate:
@@ -17,20 +15,25 @@ rule evaluate:
         motion_potential=f"{EVALUATION}/motion_potential.csv",
         motion_potential_png=f"{EVALUATION}/motion_potential.png",
         summary=f"{EVALUATION}/summary.json",
-    params:
-        config=lambda wc: shlex.quote(json.dumps(CFG["evaluate"], sort_keys=True)),
-        out=EVALUATION,
     log:
         f"{LOGS}/evaluate.log",
     benchmark:
         f"{BENCH}/evaluate.tsv"
+    conda:
+        ENV
     threads: GPU["threads"]
     resources:
         gpu=1,
         mem_mb=GPU["mem_mb"],
         runtime=GPU["runtime"],
+    params:
+        config=as_json(CFG["evaluate"]),
+        out=lambda wc, output: out_dir(output),
     shell:
         "im2flow evaluate --train-shards {input.train} --test-shards {input.test} --checkpoint {input.checkpoint}"
         " --out {params.out} --config-json {params.config} --threads {threads} > {log} 2>&1"
 
-FINAL_TARGETS.extend([rules.evaluate.output.table, rules.evaluate.output.motion_potential])
+
+FINAL_TARGETS.extend(
+    [rules.evaluate.output.table, rules.evaluate.output.motion_potential]
+)

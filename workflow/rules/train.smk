@@ -1,10 +1,5 @@
-# GPU rules: the motion-content network, then the Im2Flow encoder-decoder.
+# GPU rules: the motion-content network, then the Im2Flow encoder-decoder. Code: pipeline/train.
 # Each declares gpu=1 so a workstation profile with `resources: gpu=N` never puts two on one card.
-
-TRAIN_SHARDS = expand(f"{RESULTS}/shards/{ESTIMATOR}/train-{{shard}}.h5", shard=SHARD_IDS)
-TEST_SHARDS = expand(f"{RESULTS}/shards/{ESTIMATOR}/test-{{shard}}.h5", shard=SHARD_IDS)
-MODELS = f"{RESULTS}/models/{ESTIMATOR}"
-GPU = CFG["gpu_rules"]
 
 
 rule train_motion_net:
@@ -15,18 +10,20 @@ rule train_motion_net:
         checkpoint=f"{MODELS}/motion_net/checkpoint.pt",
         metrics=f"{MODELS}/motion_net/metrics.json",
         curve=f"{MODELS}/motion_net/loss_curve.png",
-    params:
-        config=lambda wc: shlex.quote(json.dumps(CFG["motion_net"], sort_keys=True)),
-        out=f"{MODELS}/motion_net",
     log:
         f"{LOGS}/train_motion_net.log",
     benchmark:
         f"{BENCH}/train_motion_net.tsv"
+    conda:
+        ENV
     threads: GPU["threads"]
     resources:
         gpu=1,
         mem_mb=GPU["mem_mb"],
         runtime=GPU["runtime"],
+    params:
+        config=as_json(CFG["motion_net"]),
+        out=lambda wc, output: out_dir(output),
     shell:
         "im2flow train-motion-net --shards {input.train} --test-shards {input.test} --out {params.out}"
         " --config-json {params.config} --threads {threads} > {log} 2>&1"
@@ -40,20 +37,25 @@ rule train_im2flow:
         checkpoint=f"{MODELS}/im2flow/checkpoint.pt",
         metrics=f"{MODELS}/im2flow/metrics.csv",
         curve=f"{MODELS}/im2flow/loss_curve.png",
-    params:
-        config=lambda wc: shlex.quote(json.dumps(CFG["train"], sort_keys=True)),
-        out=f"{MODELS}/im2flow",
     log:
         f"{LOGS}/train_im2flow.log",
     benchmark:
         f"{BENCH}/train_im2flow.tsv"
+    conda:
+        ENV
     threads: GPU["threads"]
     resources:
         gpu=1,
         mem_mb=GPU["mem_mb"],
         runtime=GPU["runtime"],
+    params:
+        config=as_json(CFG["train"]),
+        out=lambda wc, output: out_dir(output),
     shell:
         "im2flow train --shards {input.train} --motion-net {input.motion_net} --out {params.out}"
         " --config-json {params.config} --threads {threads} > {log} 2>&1"
 
-FINAL_TARGETS.extend([rules.train_motion_net.output.metrics, rules.train_im2flow.output.checkpoint])
+
+FINAL_TARGETS.extend(
+    [rules.train_motion_net.output.metrics, rules.train_im2flow.output.checkpoint]
+)
