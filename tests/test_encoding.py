@@ -54,13 +54,35 @@ def test_flip_negates_cos_and_matches_flipped_raw_flow():
 
 
 @pytest.mark.parametrize("clip", [30.0, 8.0])
-def test_network_normalisation(clip):
-    encoded = enc.encode(random_flows(np.random.default_rng(3), scale=5.0))
+def test_network_normalisation_known_values(clip):
+    """The released mapping, point by point: M = 0 -> -1, clip/2 -> 0, clip -> 1, beyond the clip -> 1;
+    sin and cos pass through; and back."""
+    magnitudes = np.array([0.0, clip / 4, clip / 2, clip, 3 * clip], np.float32)
+    encoded = np.zeros((3, 1, 5), np.float32)
+    encoded[0, 0], encoded[1, 0], encoded[2, 0] = [0.6, -1, 0, 0.8, 0.28], [0.8, 0, 1, -0.6, -0.96], magnitudes
     net = enc.to_network(encoded, clip)
-    assert net.min() >= -1.0 and net.max() <= 1.0
-    back = enc.from_network(net, clip)
-    np.testing.assert_allclose(back[:, 2], np.minimum(encoded[:, 2], clip), atol=1e-4)
-    np.testing.assert_allclose(back[:, :2], encoded[:, :2])
+    np.testing.assert_allclose(net[2, 0], [-1.0, -0.5, 0.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(net[:2], encoded[:2])
+    np.testing.assert_allclose(enc.from_network(net, clip)[2, 0], np.minimum(magnitudes, clip), atol=1e-5)
+    # the torch path gives the same numbers (the loader maps batches on the device with it)
+    import torch
+
+    np.testing.assert_allclose(enc.to_network(torch.from_numpy(encoded), clip).numpy(), net, atol=1e-6)
+    np.testing.assert_allclose(enc.from_network(torch.from_numpy(net), clip).numpy(),
+                               enc.from_network(net, clip), atol=1e-6)
+
+
+def test_frames_to_network_and_flip_agree_on_numpy_and_torch():
+    import torch
+
+    frames = np.array([[[[0, 127, 255], [255, 0, 64]]]], np.uint8)   # (1, 1, 2, 3)
+    net = enc.frames_to_network(frames)
+    assert net.shape == (1, 3, 1, 2) and net.dtype == np.float32
+    np.testing.assert_allclose(net[0, :, 0, 0], [-1.0, 127 / 127.5 - 1, 1.0], atol=1e-6)
+    np.testing.assert_allclose(enc.frames_to_network(torch.from_numpy(frames)).numpy(), net, atol=1e-6)
+    np.testing.assert_allclose(enc.network_to_unit(net)[0, :, 0, 1], [1.0, 0.0, 64 / 255], atol=1e-6)
+    encoded = enc.encode(random_flows(np.random.default_rng(4)))
+    np.testing.assert_array_equal(enc.hflip(torch.from_numpy(encoded)).numpy(), enc.hflip(encoded))
 
 
 def test_uint8_image_matches_released_format():

