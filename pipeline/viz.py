@@ -24,29 +24,21 @@ RY, YG, GC, CB, BM, MR = 15, 6, 4, 11, 13, 6
 _UNKNOWN_FLOW_THRESHOLD = 1e9  # Middlebury's marker for unknown flow
 
 
+# Red -> yellow -> green -> cyan -> blue -> magenta -> red: per segment, its length, the channel
+# held at 255 and the channel that ramps up (or down) along it.
+_SEGMENTS = ((RY, 0, 1, True), (YG, 1, 0, False), (GC, 1, 2, True), (CB, 2, 1, False), (BM, 2, 0, True),
+             (MR, 0, 2, False))
+
+
 def make_colorwheel() -> np.ndarray:
     """The 55 Middlebury wheel colours, (55, 3) float64 RGB in [0, 255], red first."""
-    ncols = RY + YG + GC + CB + BM + MR
-    wheel = np.zeros((ncols, 3))
+    wheel = np.zeros((sum(s[0] for s in _SEGMENTS), 3))
     col = 0
-    # red -> yellow, yellow -> green, green -> cyan, cyan -> blue, blue -> magenta, magenta -> red
-    wheel[col:col + RY, 0] = 255
-    wheel[col:col + RY, 1] = np.floor(255 * np.arange(RY) / RY)
-    col += RY
-    wheel[col:col + YG, 0] = 255 - np.floor(255 * np.arange(YG) / YG)
-    wheel[col:col + YG, 1] = 255
-    col += YG
-    wheel[col:col + GC, 1] = 255
-    wheel[col:col + GC, 2] = np.floor(255 * np.arange(GC) / GC)
-    col += GC
-    wheel[col:col + CB, 1] = 255 - np.floor(255 * np.arange(CB) / CB)
-    wheel[col:col + CB, 2] = 255
-    col += CB
-    wheel[col:col + BM, 2] = 255
-    wheel[col:col + BM, 0] = np.floor(255 * np.arange(BM) / BM)
-    col += BM
-    wheel[col:col + MR, 2] = 255 - np.floor(255 * np.arange(MR) / MR)
-    wheel[col:col + MR, 0] = 255
+    for n, held, ramp, rising in _SEGMENTS:
+        steps = np.floor(255 * np.arange(n) / n)
+        wheel[col:col + n, held] = 255
+        wheel[col:col + n, ramp] = steps if rising else 255 - steps
+        col += n
     return wheel
 
 
