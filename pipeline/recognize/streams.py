@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from models.backbones import build_classifier, imagenet_normalise, resize_square
-from pipeline.encoding import frames_to_network, hflip, network_to_unit, to_network
+from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP, frames_to_network, hflip, network_to_unit, to_network
 from pipeline.recognize.static_sets import Column
 from pipeline.train.loop import LoopConfig, RunPlan, Task, cosine_lr, fit, make_loader, recalibrate_batchnorm
 
@@ -38,7 +38,7 @@ class StreamInput:
     train: Column
     test: Column
     kind: str  # rgb: (H, W, 3) uint8 | flow_px: (3, H, W) sin, cos, M px | flow_net: (3, H, W) in [-1, 1]
-    magnitude_clip: float = 30.0
+    magnitude_clip: float = DEFAULT_MAGNITUDE_CLIP
 
     def to_network(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as stored -> (B, 3, H, W) float32 in [-1, 1]."""
