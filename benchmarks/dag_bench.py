@@ -2,9 +2,9 @@
 
 Writes a manifest (pipeline.discovery.write_manifest) of N fake videos in the UCF-101 layout
 (101 classes, ``<Class>/v_<Class>_gNN_cMM.avi``, 25 groups, groups 1-7 = test as in split 1)
-and, unless --no-placeholders, an empty placeholder file for each video, so that the per-video
-rule's input function sees the video as it would on a real dataset (without the file the
-video job has no input and is planned all the same). Nothing is decoded: a dry run only.
+and, unless --no-placeholders, an empty placeholder file for each video, so that the shard
+rules' input functions see the videos as they would on a real dataset. Nothing is decoded:
+a dry run only. The flow is computed one job per shard (a batch of its member videos).
 
 The config is a preset (configs/ucf101.yaml by default) with dataset.root and dataset.manifest
 pointed at the fake dataset. Measured: seconds until Snakemake has built the DAG (its first
@@ -155,10 +155,10 @@ def dry_run(work: Path, n_videos: int, profile: str | None, config_path: Path, p
 
 def markdown(results: list[DryRun]) -> str:
     rows = ["| videos | profile | jobs | DAG built (s) | whole dry run (s) | CPU (s) | submissions | "
-            "frames+flow submissions | videos per flow submission |",
+            "flow submissions (shard jobs) | videos per flow submission |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        flow_subs = r.group_jobs.get("video", 0) + r.single_jobs.get("video_targets", 0)
+        flow_subs = r.single_jobs.get("shard", 0) + sum(r.group_jobs.values())
         per = f"{r.videos / flow_subs:.1f}" if flow_subs else "-"
         rows.append(f"| {r.videos} | {r.profile or 'none (local)'} | {sum(r.jobs.values())} | {r.dag_seconds:.1f} "
                     f"| {r.total_seconds:.1f} | {r.cpu_seconds:.1f} | {r.submissions if r.profile else '-'} "

@@ -29,7 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def save_npz(path: str | os.PathLike, **arrays) -> None:
+def save_npz(path: str | os.PathLike, /, **arrays) -> None:
     """np.savez to ``path`` atomically (no implicit '.npz' suffix games)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

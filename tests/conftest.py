@@ -133,7 +133,8 @@ def write_demo_shards(root: Path, size: int = 40, videos_per_class: int = 4, n_f
     import numpy as np
 
     from pipeline.data.demo import CLASSES, render_video
-    from pipeline.data.shards import Member, write_shard
+    from pipeline.data.shards import write_shard
+    from pipeline.data.targets import VideoTargets
 
     root.mkdir(parents=True, exist_ok=True)
     members: dict[str, list] = {"train": [], "test": []}
@@ -141,13 +142,10 @@ def write_demo_shards(root: Path, size: int = 40, videos_per_class: int = 4, n_f
         for group in range(videos_per_class):
             frames, flow = render_video(name, 100 * label + group, (size, size), n_frames)
             samples = np.arange(0, n_frames - 5, every)
-            targets = np.stack([flow[t:t + 5].mean(0) for t in samples])
+            targets = np.stack([flow[t:t + 5].mean(0) for t in samples]).astype(np.float32)
             vid = f"{name}_g{group:02d}"
-            np.savez(root / f"{vid}.frames.npz", frames=frames, frame_indices=np.arange(n_frames))
-            np.savez(root / f"{vid}.flow.npz", status="ok", video=vid, reason="", targets=targets,
-                     sample_indices=samples, estimator="true", estimator_params="{}")
             members["test" if group == 0 else "train"].append(
-                Member(vid, label, str(root / f"{vid}.frames.npz"), str(root / f"{vid}.flow.npz")))
+                VideoTargets(vid, label, vid, frames=frames[samples], targets=targets, sample_indices=samples))
     shards: dict[str, list[str]] = {"train": [], "test": []}
     for split, parts in (("train", train_parts), ("test", 1)):
         for i in range(parts):

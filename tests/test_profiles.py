@@ -32,7 +32,8 @@ TINY = {
     "recognize": {"enabled": True, "backbone": "tiny", "pretrained": None, "epochs": 1, "batch_size": 4,
                   "repeats": 1, "threads": 1},
     # one thread each: with --cores 2 two GPU rules could run side by side but for the gpu limit
-    "gpu_rules": {"threads": 1, "mem_mb": 1000, "runtime": 30},
+    "gpu_rules": {"threads": 1},
+    "resources": {r: {"mem_mb": 1000, "runtime": 30} for r in ("train_motion_net", "train_im2flow", "evaluate", "recognize")},
 }
 
 
@@ -194,11 +195,10 @@ def test_slurm_profile_runs_demo_data_dag_through_sbatch(tmp_path, workstation_r
     log = proc.stdout + proc.stderr
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", log)
     logs = {Path(p).relative_to(tmp_path / ".snakemake" / "slurm_logs").parts[0] for _, p in submitted}
-    # every job went through sbatch: the demo render, one batch holding all 6 videos' jobs
-    # (group "video", 50 to a batch), the manifest, 4 shards, the rejected list
-    assert len(submitted) == 8, submitted
-    assert logs == {"rule_demo_dataset", "group_video_video_targets", "rule_manifest", "rule_shard",
-                    "rule_rejected_videos"}, logs
+    # every job went through sbatch: the demo render, the manifest, 4 shard jobs (each the flow of
+    # its member videos, then the shard), the rejected list; never a job per video
+    assert len(submitted) == 7, submitted
+    assert logs == {"rule_demo_dataset", "rule_manifest", "rule_shard", "rule_rejected_videos"}, logs
     # finished jobs are still listed by squeue (MinJobAge), their state read without sacct
     ids = [j for j, _ in submitted]
     states = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T", "-j", ",".join(ids)],

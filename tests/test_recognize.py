@@ -21,9 +21,10 @@ from pipeline.recognize.static_sets import StaticSet, stratified_split, write_im
 from pipeline.recognize.tables import TABLE_ROWS, write_tables
 from pipeline.data.demo import CLASSES, render_video
 from pipeline.encoding import encode
-from pipeline.data.targets import compute_video_flow
-from pipeline.data.frames import extract_frames, sample_indices
-from pipeline.data.shards import Member, write_shard
+from pipeline.data.frames import Sampling, decode_samples, sample_indices
+from pipeline.data.shards import write_shard
+from pipeline.data.targets import video_targets
+from pipeline.flow import make_estimator
 
 
 def test_centre_policy_picks_the_middle_usable_frame():
@@ -35,27 +36,26 @@ def test_centre_policy_picks_the_middle_usable_frame():
 
 def test_centre_frame_and_its_true_flow_reach_a_static_shard(demo_root, tmp_path):
     video = demo_root / "CarDrive" / "v_CarDrive_g01_c01.avi"       # 14 frames: centre frame 6
-    record = extract_frames(video, tmp_path / "f.npz", (48, 48), policy="centre")
-    assert record["status"] == "ok" and list(record["sample_indices"]) == [6]
-    assert list(record["frame_indices"]) == list(range(6, 12))         # the frame and its five successors
+    centre = Sampling((48, 48), policy="centre")
+    decoded = decode_samples(video, centre)
+    assert decoded.sample_indices == [6] and decoded.frame_indices == list(range(6, 12))  # and its five successors
+    flow = video_targets(video, centre, make_estimator("tvl1", warps=3, nscales=3), "CarDrive/v_CarDrive_g01_c01", 3)
     rendered, truth = render_video("CarDrive", 7 * 1_000_003 + CLASSES.index("CarDrive") * 1009 + 1, (96, 128), 14)
     expected = cv2.resize(rendered[6], (48, 48), interpolation=cv2.INTER_AREA)
-    assert np.abs(record["frames"][0].astype(int) - expected.astype(int)).mean() < 6
-    flow = compute_video_flow(tmp_path / "f.npz", tmp_path / "fl.npz", "tvl1", {"warps": 3, "nscales": 3})
-    assert flow["status"] == "ok" and flow["targets"].shape == (1, 48, 48, 2)
+    assert np.abs(flow.frames[0].astype(int) - expected.astype(int)).mean() < 6
+    assert flow.ok and flow.targets.shape == (1, 48, 48, 2)
     # the car drives horizontally: the five-future-frame mean flow is mostly along x, in the rendered direction
     true_u = truth[6:11, ..., 0].mean(axis=0)
     moving = np.abs(true_u) > 0.5
-    est_u = cv2.resize(flow["targets"][0, ..., 0], (128, 96))
+    est_u = cv2.resize(flow.targets[0, ..., 0], (128, 96))
     assert np.sign(est_u[moving].mean()) == np.sign(true_u[moving].mean())
-    write_shard([Member("CarDrive/v_CarDrive_g01_c01", 3, str(tmp_path / "f.npz"), str(tmp_path / "fl.npz"))],
-                tmp_path / "s.h5", frame_size=(48, 48), class_names=list(CLASSES), estimator="tvl1",
+    write_shard([flow], tmp_path / "s.h5", frame_size=(48, 48), class_names=list(CLASSES), estimator="tvl1",
                 estimator_params={}, split="test", shard_index=0, magnitude_clip=8.0)
     static = StaticSet([tmp_path / "s.h5"])
     assert len(static) == 1 and static.labels.tolist() == [3] and static.class_names == list(CLASSES)
     assert static.has_flow and static.magnitude_clip == 8.0
-    np.testing.assert_array_equal(static.frames.row(0), record["frames"][0])
-    np.testing.assert_allclose(static.flow.row(0).astype(np.float32), encode(flow["targets"])[0], atol=0.02)
+    np.testing.assert_array_equal(static.frames.row(0), flow.frames[0])
+    np.testing.assert_allclose(static.flow.row(0).astype(np.float32), encode(flow.targets)[0], atol=0.02)
 
 
 def test_fusion_weight_selection_finds_the_known_best_weight():

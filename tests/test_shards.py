@@ -12,26 +12,26 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.atomic import save_npz
 from pipeline.data.dataset import ShardDataset, to_network
 from pipeline.encoding import decode, encode
-from pipeline.data.shards import CODECS, Member, is_complete, shard_of, write_shard
+from pipeline.data.extract import TargetCache
+from pipeline.data.frames import Sampling
+from pipeline.data.shards import CODECS, is_complete, shard_of, write_shard
+from pipeline.data.targets import VideoTargets
+from pipeline.flow import make_estimator
 
 
 def fake_video_outputs(tmp_path, name, n_samples=3, size=(24, 32), seed=0, status="ok"):
-    """Frames- and flow-stage outputs in their real formats, with random content."""
+    """One video's extraction result in its real form, with random content."""
     rng = np.random.default_rng(seed)
     samples = np.arange(n_samples) * 5
     frames = rng.integers(0, 256, (n_samples, *size, 3), dtype=np.uint8)
     targets = rng.normal(scale=3, size=(n_samples, *size, 2)).astype(np.float32)
     targets[:, :2, :2] = 0.0
-    save_npz(tmp_path / f"{name}.frames.npz", video=name, status=status, reason="", frames=frames,
-             frame_indices=samples, sample_indices=samples, n_decoded=50)
-    save_npz(tmp_path / f"{name}.flow.npz", video=name, status=status, reason="" if status == "ok" else "bad file",
-             targets=targets if status == "ok" else np.zeros((0, *size, 2), np.float32), sample_indices=samples,
-             estimator="tvl1", estimator_params='{"warps": 5}')
-    return Member(name, seed % 3, str(tmp_path / f"{name}.frames.npz"), str(tmp_path / f"{name}.flow.npz")), \
-        frames, targets
+    if status != "ok":
+        return VideoTargets(name, seed % 3, f"{name}.avi", "rejected", "bad file"), frames, targets
+    return VideoTargets(name, seed % 3, f"{name}.avi", frames=frames, targets=targets, sample_indices=samples,
+                        n_decoded=50, estimator_params='{"warps": 5}'), frames, targets
 
 
 def shard_kwargs(**kw):
@@ -45,13 +45,13 @@ def test_contents_attributes_and_chunks(tmp_path):
     m1, frames1, targets1 = fake_video_outputs(tmp_path, "A/v1", seed=1)
     m2, _, _ = fake_video_outputs(tmp_path, "B/v2", seed=2)
     bad, _, _ = fake_video_outputs(tmp_path, "C/v3", seed=3, status="rejected")
-    n = write_shard([m2, bad, m1], tmp_path / "s.h5", rejected_out=tmp_path / "rej.tsv", **shard_kwargs())
+    n = write_shard([m1, m2, bad], tmp_path / "s.h5", rejected_out=tmp_path / "rej.tsv", **shard_kwargs())
     assert n == 6 and is_complete(tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5") as f:
         assert f["frames"].shape == (6, 24, 32, 3) and f["frames"].chunks == (1, 24, 32, 3)
         assert f["flow"].shape == (6, 3, 24, 32) and f["flow"].dtype == np.float16 and f["flow"].chunks == (1, 3, 24, 32)
         assert f["flow"].compression is not None or f["flow"]._filters      # blosc is a dynamic filter
-        assert [s.decode() for s in f["video_ids"][:3]] == ["A/v1"] * 3   # sorted by id
+        assert [s.decode() for s in f["video_ids"][:3]] == ["A/v1"] * 3   # in the order given
         np.testing.assert_array_equal(f["frames"][:3], frames1)
         np.testing.assert_allclose(decode(f["flow"][:3].astype(np.float32)), targets1, atol=0.02, rtol=2e-3)
         assert list(f["frame_index"][:3]) == [0, 5, 10]
@@ -80,9 +80,7 @@ def test_empty_shard_is_valid(tmp_path):
 
 def test_non_finite_flow_never_reaches_a_shard(tmp_path):
     m, _, targets = fake_video_outputs(tmp_path, "A/v", seed=5)
-    targets[0, 3, 3] = np.inf
-    save_npz(m.flow_npz, video="A/v", status="ok", reason="", targets=targets, sample_indices=np.arange(3) * 5,
-             estimator="tvl1", estimator_params="{}")
+    m.targets[0, 3, 3] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
         write_shard([m], tmp_path / "s.h5", **shard_kwargs())
     assert not (tmp_path / "s.h5").exists() and not list(tmp_path.glob(".s.h5*"))
@@ -98,30 +96,37 @@ def test_membership_is_stable_when_a_video_is_added():
 
 
 def test_killed_writer_leaves_nothing_a_rerun_accepts(tmp_path):
+    """`im2flow shard` killed while it writes (every video's targets already in the cache, so the job
+    goes straight to writing): no shard under the real name; the rerun writes it."""
+    sampling = Sampling((128, 128), "every_k", 5, 5)
+    cache = TargetCache(tmp_path / "cache", sampling, "tvl1", make_estimator("tvl1").params())
     members = []
     for i in range(60):
-        m, _, _ = fake_video_outputs(tmp_path, f"K/v{i:02d}", n_samples=8, size=(96, 96), seed=i)
-        members.append([m.video_id, m.label, m.frames_npz, m.flow_npz])
-    spec = json.dumps(dict(members=members, frame_size=[96, 96], class_names=["a", "b", "c"], estimator="tvl1",
-                           estimator_params={}, split="train", shard_index=0, codec="gzip", magnitude_clip=30.0))
-    (tmp_path / "spec.json").write_text(spec)
+        m, _, _ = fake_video_outputs(tmp_path, f"K/v{i:02d}", n_samples=8, size=(128, 128), seed=i)
+        m.identity, m.estimator_params = f"K/v{i:02d}.avi|1|1", "{}"
+        cache.put(m)
+        members.append([m.video_id, m.label, m.path, m.identity])
+    spec = dict(members=members, sampling=sampling.__dict__ | {"size": [128, 128]}, estimator="tvl1",
+                estimator_params={}, attrs=dict(class_names=["a", "b", "c"], split="train", shard_index=0,
+                                                codec="gzip", magnitude_clip=30.0))
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "shards" / "train-000.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "shard", "--spec", f"@{tmp_path / 'spec.json'}",
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "pipeline.cli", "shard", "--spec", f"@{tmp_path / 'spec.json'}", "--out",
+               str(out), "--dataset", str(tmp_path / "videos"), "--cache", str(tmp_path / "cache")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not list(out.parent.glob(".train-000.h5.*.partial")):
         time.sleep(0.005)
     partial = list(out.parent.glob(".train-000.h5.*.partial"))
     assert partial, "the writer never started its temporary file"
-    time.sleep(0.2)
+    time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()                                   # the real name never appears half-written
     assert all(not is_complete(p) for p in out.parent.glob(".*.partial"))
-    # a rerun writes the real shard
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "shard", "--spec", f"@{tmp_path / 'spec.json'}", "--out",
-                    str(out)], check=True, capture_output=True)
-    assert is_complete(out)
+    # a rerun writes the real shard, from the cache (no video exists: nothing was recomputed)
+    subprocess.run(command, check=True, capture_output=True)
+    assert is_complete(out) and len(ShardDataset([out])) == 60 * 8
 
 
 def test_is_complete_rejects_foreign_and_truncated_files(tmp_path):

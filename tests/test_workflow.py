@@ -1,14 +1,22 @@
-"""Real Snakemake runs of the data-preparation DAG: demo renders to shards, incremental reruns, bad input."""
+"""Real Snakemake runs of the data-preparation DAG: demo renders to shards, incremental reruns, bad input,
+a flow job killed midway."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 
-from conftest import make_bad_videos, planned_jobs, run_snakemake, small_config
+from conftest import BIN, REPO, make_bad_videos, planned_jobs, run_snakemake, small_config
 from pipeline.data.dataset import ShardDataset
 from pipeline.data.demo import render_video, write_video
 from pipeline.data.discovery import read_manifest
@@ -40,7 +48,8 @@ def test_demo_dag_writes_complete_shards_with_provenance(workdir):
         with h5py.File(path) as f:
             a = f.attrs
             recorded = json.loads(a["estimator_params"])
-            assert a["estimator"] == "tvl1" and config["flow"]["params"]["tvl1"].items() <= recorded.items()
+            wanted = {k: v for k, v in config["flow"]["params"]["tvl1"].items() if k != "threads"}  # runtime only
+            assert a["estimator"] == "tvl1" and wanted.items() <= recorded.items() and "threads" not in recorded
             assert list(a["frame_size"]) == [48, 48] and a["magnitude_clip"] == config["shards"]["magnitude_clip"]
             assert json.loads(a["class_names"]) == config["demo"]["classes"]
             split = a["split"]
@@ -58,9 +67,20 @@ def test_demo_dag_writes_complete_shards_with_provenance(workdir):
     labels = {int(ds[i]["label"]) for i in range(len(ds))}
     assert labels == set(range(6))
     assert (results / "rejected_videos.tsv").read_text().splitlines() == ["video_id\tpath\treason"]
-    for rule in ("video_targets", "shards"):
-        assert list((results / "benchmarks" / rule).rglob("*.tsv")), rule
-        assert list((results / "logs" / rule).rglob("*.log")), rule
+    assert list((results / "benchmarks" / "shards").rglob("*.tsv")) and list((results / "logs" / "shards").rglob("*.log"))
+    # one flow job per shard, four in all: each of the 12 videos computed once, none reused on a first run
+    logs = _shard_logs(results)
+    assert len(logs) == 4 and sum(_computed(text) for text in logs.values()) == 12
+
+
+def _shard_logs(results) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((results / "logs" / "shards").rglob("*.log"))}
+
+
+def _computed(log: str) -> int:
+    """Videos whose flow a shard job computed (its last summary line)."""
+    found = re.findall(r"(\d+) videos: (\d+) reused from the cache, (\d+) computed", log)
+    return int(found[-1][2]) if found else 0
 
 
 def test_incremental_rerun_and_bad_input(workdir):
@@ -78,9 +98,12 @@ def test_incremental_rerun_and_bad_input(workdir):
     trainlist.write_text(trainlist.read_text() + "CarDrive/v_CarDrive_g09_c01.avi 4\n")
     proc = run_snakemake(work, config, "-n", "prepare_data")
     plan = planned_jobs(proc)
-    assert plan == {"video_targets": 1, "shard": 1, "manifest": 1, "rejected_videos": 1, "prepare_data": 1}, plan
-    new_shard = f"train-{shard_of('CarDrive/v_CarDrive_g09_c01', 2):03d}.h5"
-    assert new_shard in proc.stdout
+    assert plan == {"shard": 1, "manifest": 1, "rejected_videos": 1, "prepare_data": 1}, plan
+    new_shard = f"train-{shard_of('CarDrive/v_CarDrive_g09_c01', 2):03d}"
+    assert f"{new_shard}.h5" in proc.stdout
+    run_snakemake(work, config, "prepare_data")
+    log = (work / "results/t/logs/shards/tvl1" / f"{new_shard}.log").read_text()
+    assert _computed(log) == 1 and re.search(r"\d+ videos: \d+ reused from the cache, 1 computed", log)
 
     # every bad-input kind, listed in the split file: the DAG completes and lists each with its reason
     expected = make_bad_videos(root / "CarDrive", root / "CarDrive" / "v_CarDrive_g01_c01.avi")
@@ -95,13 +118,18 @@ def test_incremental_rerun_and_bad_input(workdir):
     ds = ShardDataset(shards)
     assert len(ds) == 13 * 3 and "CarDrive/v_CarDrive_g09_c01" in {ds.read(i)[3] for i in range(len(ds))}
 
-    # a changed flow parameter reruns every video's job (decoding included: one job a video
-    # keeps the DAG small, pipeline/video_targets.py) and the shards, not the manifest
+    # a changed flow parameter reruns every shard job and recomputes every video, not the manifest
     changed = json.loads(json.dumps(config))
     changed["flow"]["params"]["tvl1"]["warps"] = 4
     plan = planned_jobs(run_snakemake(work, changed, "-n", "prepare_data"))
-    assert plan.get("video_targets") == 13 + len(expected) and plan.get("shard") == 4, plan
-    assert "manifest" not in plan and "demo_dataset" not in plan, plan
+    assert plan.get("shard") == 4 and "manifest" not in plan and "demo_dataset" not in plan, plan
+    run_snakemake(work, changed, "prepare_data")
+    assert sum(_computed(text) for text in _shard_logs(work / "results/t").values()) == 13 + len(expected)
+    # a runtime-only change (the estimator's threads) recomputes no video: the cache key leaves it out
+    threads = json.loads(json.dumps(changed))
+    threads["flow"]["params"]["tvl1"]["threads"] = 2
+    run_snakemake(work, threads, "prepare_data")
+    assert sum(_computed(text) for text in _shard_logs(work / "results/t").values()) == 0
 
 
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
@@ -113,3 +141,50 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
     out = proc.stdout + proc.stderr
     assert "frames.size" in out and "shards.codec" in out
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
+
+
+def _kill_jobs(workdir: Path, command: str) -> int:
+    """SIGKILL the processes running ``command`` in ``workdir`` (and no other test's); returns how many."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if command in cmdline and Path(os.readlink(proc / "cwd")) == workdir:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed
+
+
+def test_flow_job_killed_midway_keeps_the_videos_it_finished(tmp_path):
+    """SIGKILL every running flow job once a few videos are cached, then rerun: the finished videos are
+    reused, the rest computed, every video lands in a shard once, and nothing half-written is kept."""
+    config = small_config("data/ds", name="t", demo=True)
+    config["demo"].update(videos_per_class=4)
+    config["frames"]["size"] = [96, 96]
+    config["flow"]["params"]["tvl1"] = {"threads": 1}
+    run_snakemake(tmp_path, config, "manifest")             # render the videos first
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", "config.yaml",
+           "--cores", "2", "prepare_data"]
+    run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = tmp_path / "results" / "t" / "targets"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cache.rglob("*.npz"))) < 3:
+        time.sleep(0.01)
+    finished = {p.name for p in cache.rglob("*.npz")}
+    killed = _kill_jobs(tmp_path, "im2flow shard")
+    run.wait(timeout=120)
+    assert killed and 3 <= len(finished) < 24, finished
+    shards = tmp_path / "results" / "t" / "shards" / "tvl1"
+    assert not any(is_complete(p) for p in shards.glob(".*partial"))
+    run_snakemake(tmp_path, config, "--rerun-incomplete", "prepare_data")
+    logs = _shard_logs(tmp_path / "results" / "t")
+    reused = sum(int(m[1]) for text in logs.values()
+                 for m in re.findall(r"(\d+) videos: (\d+) reused from the cache", text)[-1:])
+    assert reused >= len(finished) and reused + sum(_computed(text) for text in logs.values()) == 24
+    ds = ShardDataset(sorted(shards.glob("*.h5")))
+    ids = [ds.read(i)[3] for i in range(len(ds))]
+    assert len(set(ids)) == 24 and len(ids) == 24 * 3

@@ -80,7 +80,8 @@ class ShardDataset(Dataset):
         if shard_id not in self._files:
             f = h5py.File(self.paths[shard_id], "r")
             meta = {"labels": f["labels"][:], "frame_index": f["frame_index"][:],
-                    "video_ids": [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_ids"][:]]}
+                    "video_ids": [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_ids"][:]],
+                    "frames": f["frames"], "flow": f["flow"]}  # dataset handles kept: a name lookup per read costs
             self._files[shard_id] = (f, meta)
         return self._files[shard_id]
 
@@ -99,7 +100,7 @@ class ShardDataset(Dataset):
         """Stored sample: frame (H, W, 3) uint8, flow (3, H, W) float16 (sin, cos, M px), label, id, frame."""
         shard_id, row = (int(x) for x in self._index[i])
         f, meta = self._file(shard_id)
-        return (f["frames"][row], f["flow"][row], int(meta["labels"][row]), meta["video_ids"][row],
+        return (meta["frames"][row], meta["flow"][row], int(meta["labels"][row]), meta["video_ids"][row],
                 int(meta["frame_index"][row]))
 
     def __getitem__(self, i: int) -> dict:

@@ -1,25 +1,23 @@
 """Decode a video with OpenCV's FFmpeg backend, resize it, and choose its sample frames.
 
 A sample frame t is usable only when frames t+1 ... t+5 exist, because its flow
-target averages the five flows that follow it. The stage keeps only the frames
-the flow stage needs (each sample frame and its five successors).
+target averages the five flows that follow it. Only the frames the flow needs
+are kept (each sample frame and its five successors).
 
 A video that cannot be used (missing, unreadable, empty, not a video,
-truncated, too short) does not fail the job: the output records the reason,
-the log names the file, and later stages pass the rejection on.
+truncated, too short) raises :class:`VideoError` with the reason; the
+extraction (:mod:`pipeline.data.extract`) records it and goes on.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from pipeline.atomic import save_npz
 
 log = logging.getLogger(__name__)
 
@@ -94,44 +92,42 @@ def needed_indices(samples: list[int]) -> list[int]:
     return sorted({t + d for t in samples for d in range(FUTURE + 1)})
 
 
-def extract_frames(video: str | Path, out: str | Path, size_hw: tuple[int, int], policy: str = "every_k",
-                   every: int = 5, per_video: int = 5) -> dict:
-    """Decode ``video`` and write the frames its sample targets need to ``out`` (npz).
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a video become samples, at which size (the config's ``frames`` slice)."""
 
-    Returns the record written: ``status`` is "ok" or "rejected" with a ``reason``.
-    """
-    try:
-        frames = decode_video(video, size_hw)
-        samples = sample_indices(len(frames), policy, every, per_video)
-        if not samples:
-            raise VideoError(f"too short: {len(frames)} frames decoded, a sample needs at least {FUTURE + 1}")
-        keep = needed_indices(samples)
-        record = dict(status="ok", reason="", frames=frames[keep], frame_indices=np.array(keep, np.int64),
-                      sample_indices=np.array(samples, np.int64), n_decoded=len(frames))
-    except VideoError as exc:
-        log.error("rejected video %s: %s", video, exc)
-        record = dict(status="rejected", reason=str(exc), frames=np.zeros((0, *size_hw, 3), np.uint8),
-                      frame_indices=np.zeros(0, np.int64), sample_indices=np.zeros(0, np.int64), n_decoded=0)
-    save_npz(out, video=str(video), **record)
-    if record["status"] == "ok":
-        log.info("%s: %d frames decoded, %d sample frames, %d frames kept", video, record["n_decoded"],
-                 len(record["sample_indices"]), len(record["frame_indices"]))
-    return record
+    size: tuple[int, int]  # (H, W) every frame is resized to
+    policy: str = "every_k"
+    every: int = 5
+    per_video: int = 5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if self.policy not in POLICIES:
+            raise ValueError(f"frames.policy must be one of {POLICIES}, got {self.policy!r}")
+
+    def samples(self, n_frames: int) -> list[int]:
+        return sample_indices(n_frames, self.policy, self.every, self.per_video)
 
 
-def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"))
-    p.add_argument("--policy", choices=POLICIES, default="every_k")
-    p.add_argument("--every", type=int, default=5)
-    p.add_argument("--per-video", type=int, default=5)
+@dataclass
+class DecodedVideo:
+    """The frames a video's targets need: each sample frame and its five successors, once."""
+
+    frames: np.ndarray  # (K, H, W, 3) uint8 RGB, original frames ``frame_indices``
+    frame_indices: list[int]
+    sample_indices: list[int]
+    n_decoded: int
+
+    def frame(self, t: int) -> np.ndarray:
+        return self.frames[self.frame_indices.index(t)]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    add_sampling_arguments(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    extract_frames(args.video, args.out, tuple(args.size), args.policy, args.every, args.per_video)
-    return 0
+def decode_samples(video: str | Path, sampling: Sampling) -> DecodedVideo:
+    """Decode ``video`` and keep the frames its sample targets need; VideoError when it cannot be used."""
+    frames = decode_video(video, sampling.size)
+    samples = sampling.samples(len(frames))
+    if not samples:
+        raise VideoError(f"too short: {len(frames)} frames decoded, a sample needs at least {FUTURE + 1}")
+    keep = needed_indices(samples)
+    return DecodedVideo(frames[keep], keep, samples, len(frames))

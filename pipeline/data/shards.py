@@ -19,9 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import h5py
 import hdf5plugin
@@ -31,7 +30,10 @@ from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.data.discovery import stable_hash
 from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP, ENCODING_VERSION, encode
+from pipeline.data.extract import VideoSource, extract
+from pipeline.data.frames import Sampling
 from pipeline.data.rejects import Rejection, write_rejections
+from pipeline.data.targets import VideoTargets
 
 log = logging.getLogger(__name__)
 
@@ -63,92 +65,94 @@ def compression(codec: str) -> dict[str, Any]:
     raise ValueError(f"shards.codec must be one of {CODECS}, got {codec!r}")
 
 
-@dataclass
-class Member:
-    """One video's contribution to a shard: the frames- and flow-stage outputs."""
+class ShardWriter:
+    """Appends videos' samples to a shard as they come, so a shard never sits in memory whole.
 
-    video_id: str
-    label: int
-    frames_npz: str
-    flow_npz: str
-
-
-def _load_member(member: Member) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | Rejection:
-    """(frames (S,H,W,3), raw targets (S,H,W,2), frame indices (S,), the estimator's full parameters
-    as JSON), or the video's rejection."""
-    with np.load(member.flow_npz) as flow:
-        if str(flow["status"]) != "ok":
-            return Rejection(member.video_id, str(flow["video"]), str(flow["reason"]))
-        targets = flow["targets"]
-        samples = flow["sample_indices"]
-        used_params = str(flow["estimator_params"])
-    with np.load(member.frames_npz) as fr:
-        where = {int(t): i for i, t in enumerate(fr["frame_indices"])}
-        frames = fr["frames"][[where[int(s)] for s in samples]]
-    return frames, targets, samples, used_params
-
-
-def write_shard(members: list[Member], out: str | Path, *, frame_size: tuple[int, int], class_names: list[str],
-                estimator: str, estimator_params: dict[str, Any], split: str, shard_index: int,
-                magnitude_clip: float = DEFAULT_MAGNITUDE_CLIP, codec: str = "blosc-lz4",
-                rejected_out: str | Path | None = None) -> int:
-    """Write the members' samples to the HDF5 shard ``out`` atomically; returns the sample count.
-
-    Members whose frames or flow stage rejected the video are left out and, with
-    ``rejected_out``, listed there (TSV: video_id, path, reason).
+    Writes to a temporary sibling; :meth:`finish` records the attributes, sets
+    ``complete`` and renames it into place. Without :meth:`finish` (an error, a
+    kill) nothing is left that :func:`is_complete` accepts.
     """
+
+    def __init__(self, tmp: Path, frame_size: tuple[int, int], codec: str):
+        h, w = self.frame_size = tuple(frame_size)
+        kwargs = compression(codec)
+        self.file = h5py.File(tmp, "w")
+        self.frames = self.file.create_dataset("frames", (0, h, w, 3), np.uint8, maxshape=(None, h, w, 3),
+                                               chunks=(1, h, w, 3), **kwargs)
+        self.flow = self.file.create_dataset("flow", (0, 3, h, w), np.float16, maxshape=(None, 3, h, w),
+                                             chunks=(1, 3, h, w), **kwargs)
+        self.labels: list[int] = []
+        self.ids: list[str] = []
+        self.indices: list[int] = []
+        self.params: set[str] = set()
+        self.videos = 0
+
+    def add(self, video: VideoTargets) -> None:
+        """Append one usable video's samples (frames (S, H, W, 3), raw targets (S, H, W, 2))."""
+        if video.frames.shape[1:3] != self.frame_size:
+            raise ValueError(f"{video.video_id}: frames are {video.frames.shape[1:3]}, shard expects {self.frame_size}")
+        encoded = encode(video.targets)
+        if not np.isfinite(encoded).all():
+            raise ValueError(f"{video.video_id}: non-finite flow reached the shard writer")
+        encoded[:, 2] = np.minimum(encoded[:, 2], FLOAT16_MAX)
+        n, s = len(self.labels), len(video.sample_indices)
+        for ds, data in ((self.frames, video.frames), (self.flow, encoded.astype(np.float16))):
+            ds.resize(n + s, axis=0)
+            ds[n:n + s] = data
+        self.labels += [video.label] * s
+        self.ids += [video.video_id] * s
+        self.indices += [int(i) for i in video.sample_indices]
+        self.params.add(video.estimator_params)
+        self.videos += 1
+
+    def finish(self, attrs: dict[str, Any]) -> int:
+        n = len(self.labels)
+        f = self.file
+        f.create_dataset("labels", data=np.array(self.labels, np.int64).reshape(n))
+        f.create_dataset("video_ids", data=np.array(self.ids, dtype=object).reshape(n), dtype=h5py.string_dtype())
+        f.create_dataset("frame_index", data=np.array(self.indices, np.int64).reshape(n))
+        f.attrs.update(attrs | {"n_samples": n, "n_videos": self.videos})
+        f.attrs["complete"] = True
+        f.close()
+        return n
+
+
+def write_shard(videos: Iterable[VideoTargets], out: str | Path, *, frame_size: tuple[int, int],
+                class_names: list[str], estimator: str, estimator_params: dict[str, Any], split: str,
+                shard_index: int, magnitude_clip: float = DEFAULT_MAGNITUDE_CLIP, codec: str = "blosc-lz4",
+                rejected_out: str | Path | None = None) -> int:
+    """Write the usable videos' samples to the HDF5 shard ``out`` atomically, in the order given;
+    returns the sample count. Rejected videos are left out and, with ``rejected_out``, listed there
+    (TSV: video_id, path, reason)."""
+    rejected: list[Rejection] = []
     h, w = frame_size
-    loaded, rejected = [], []
-    for m in sorted(members, key=lambda m: m.video_id):
-        item = _load_member(m)
-        if isinstance(item, Rejection):
-            rejected.append(item)
-        else:
-            loaded.append((m, *item))
-    if rejected_out is not None:
-        write_rejections(rejected, rejected_out)
-    # Record what the flow jobs actually used (defaults included), not only what the config named.
-    used = {item[4] for item in loaded}
-    if len(used) > 1:
-        raise ValueError(f"{out}: members' flow was computed with different estimator parameters: {sorted(used)}")
-    params_json = used.pop() if used else json.dumps(estimator_params, sort_keys=True)
-    n = sum(len(item[3]) for item in loaded)
-    kwargs = compression(codec)
     with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as f:
-            frames_ds = f.create_dataset("frames", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3) if n else None,
-                                         **(kwargs if n else {}))
-            flow_ds = f.create_dataset("flow", (n, 3, h, w), np.float16, chunks=(1, 3, h, w) if n else None,
-                                       **(kwargs if n else {}))
-            labels, ids, indices = [], [], []
-            row = 0
-            for member, frames, targets, samples, _ in loaded:
-                if frames.shape[1:3] != (h, w):
-                    raise ValueError(f"{member.frames_npz}: frames are {frames.shape[1:3]}, shard expects {(h, w)}")
-                encoded = encode(targets)
-                if not np.isfinite(encoded).all():
-                    raise ValueError(f"{member.flow_npz}: non-finite flow reached the shard writer")
-                encoded[:, 2] = np.minimum(encoded[:, 2], FLOAT16_MAX)
-                frames_ds[row:row + len(samples)] = frames
-                flow_ds[row:row + len(samples)] = encoded.astype(np.float16)
-                labels += [member.label] * len(samples)
-                ids += [member.video_id] * len(samples)
-                indices += [int(s) for s in samples]
-                row += len(samples)
-            f.create_dataset("labels", data=np.array(labels, np.int64).reshape(n))
-            f.create_dataset("video_ids", data=np.array(ids, dtype=object).reshape(n), dtype=h5py.string_dtype())
-            f.create_dataset("frame_index", data=np.array(indices, np.int64).reshape(n))
-            f.attrs.update({
+        writer = ShardWriter(tmp, frame_size, codec)
+        try:
+            for video in videos:
+                if video.ok:
+                    writer.add(video)
+                else:
+                    rejected.append(Rejection(video.video_id, video.path, video.reason))
+            # record what the flow jobs actually used (defaults included), not only what the config named
+            if len(writer.params) > 1:
+                raise ValueError(f"{out}: members' flow was computed with different estimator parameters: "
+                                 f"{sorted(writer.params)}")
+            params_json = writer.params.pop() if writer.params else json.dumps(estimator_params, sort_keys=True)
+            n = writer.finish({
                 "format": SHARD_FORMAT, "format_version": SHARD_FORMAT_VERSION,
                 "encoding": "sin,cos,magnitude_px", "encoding_version": ENCODING_VERSION,
                 "magnitude_clip": float(magnitude_clip), "frame_size": np.array([h, w], np.int64),
                 "estimator": estimator, "estimator_params": params_json,
                 "class_names": json.dumps(list(class_names)), "split": split, "shard_index": int(shard_index),
-                "codec": codec, "n_samples": n, "n_videos": len(loaded), "im2flow_version": __version__,
+                "codec": codec, "im2flow_version": __version__,
             })
-            f.attrs["complete"] = True
-    log.info("wrote %s: %d samples from %d videos (%d rejected) with codec %s", out, n, len(loaded),
-             len(members) - len(loaded), codec)
+        finally:
+            writer.file.close()
+    if rejected_out is not None:
+        write_rejections(rejected, rejected_out)
+    log.info("wrote %s: %d samples from %d videos (%d rejected) with codec %s", out, n, writer.videos,
+             len(rejected), codec)
     return n
 
 
@@ -163,16 +167,33 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
+def build_shard(spec: dict[str, Any], out: str | Path, rejected_out: str | Path | None, dataset: str | Path,
+                cache_root: str | Path, threads: int = 1) -> int:
+    """The ``shard`` / ``static_shard`` job: extract the members' targets (cached per video, batched
+    across videos, :mod:`pipeline.data.extract`), then write the shard from the cache in video-id order."""
+    sampling = Sampling(**spec["sampling"])
+    runtime = {"threads": threads} if spec["estimator"] in ("liu", "tvl1") else {}
+    sources = [VideoSource(vid, int(label), rel, str(Path(dataset) / rel), identity)
+               for vid, label, rel, identity in sorted(spec["members"])]
+    cache, _ = extract(sources, cache_root, sampling, spec["estimator"], spec["estimator_params"] | runtime,
+                       decode_workers=max(1, min(2, threads)))
+    return write_shard((VideoTargets.load(cache.path(s.video_id)) for s in sources), out,
+                       frame_size=sampling.size, rejected_out=rejected_out, **spec["attrs"],
+                       estimator=spec["estimator"], estimator_params=spec["estimator_params"])
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", required=True, help="JSON: members [[video_id, label, frames_npz, flow_npz], ...], "
-                   "frame_size, class_names, estimator, estimator_params, split, shard_index, magnitude_clip, codec")
+    p.add_argument("--spec", required=True, help="JSON (or @file): members [[video_id, label, relative path, "
+                   "identity], ...], sampling {size, policy, every, per_video}, estimator, estimator_params, attrs "
+                   "{class_names, split, shard_index, magnitude_clip, codec}")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--rejected-out", type=Path, default=None, help="TSV of the members' rejected videos")
+    p.add_argument("--dataset", required=True, type=Path, help="the dataset root the relative paths start from")
+    p.add_argument("--cache", required=True, type=Path, help="per-video results folder (reused across reruns)")
+    p.add_argument("--threads", type=int, default=1, help="CPU cores of the job (the estimator and decoding)")
 
 
 def run(args: argparse.Namespace) -> int:
     spec = json.loads(Path(args.spec[1:]).read_text() if args.spec.startswith("@") else args.spec)
-    members = [Member(*m) for m in spec.pop("members")]
-    spec["frame_size"] = tuple(spec["frame_size"])
-    write_shard(members, args.out, rejected_out=args.rejected_out, **spec)
+    build_shard(spec, args.out, args.rejected_out, args.dataset, args.cache, args.threads)
     return 0

@@ -1,26 +1,25 @@
 """Flow targets: for sample frame t, the mean of the five flows t->t+1 ... t+4->t+5.
 
 Neighbouring sample frames share consecutive flows (with every-k sampling and
-k < 5 they overlap); each consecutive flow is computed exactly once, and all
-of a video's pairs go to the estimator as one batch so batched estimators
-(``liu`` on a GPU) are used well.
+k < 5 they overlap); each consecutive flow is computed exactly once and added
+to the running sums of the samples it belongs to (:class:`TargetSums`), so a
+flow is dropped as soon as it is used. One video's result, its sample frames
+and their targets or the reason it was rejected, is a :class:`VideoTargets`,
+the unit the extraction caches and the shard writer stores.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.atomic import save_npz
-from pipeline.flow import FlowEstimator, make_estimator
-from pipeline.data.frames import FUTURE, add_sampling_arguments, extract_frames
-
-log = logging.getLogger(__name__)
+from pipeline.data.frames import FUTURE, DecodedVideo, Sampling, VideoError, decode_samples
+from pipeline.flow import FlowEstimator
 
 
 def consecutive_pairs(samples: list[int]) -> list[int]:
@@ -28,9 +27,37 @@ def consecutive_pairs(samples: list[int]) -> list[int]:
     return sorted({s + d for s in samples for d in range(FUTURE)})
 
 
+class TargetSums:
+    """The five-future-frame means of one video's samples, built one consecutive flow at a time."""
+
+    def __init__(self, samples: list[int]):
+        self.samples = list(samples)
+        self.pending = set(consecutive_pairs(self.samples))
+        self.sums: np.ndarray | None = None
+
+    def add(self, start: int, flow: np.ndarray) -> None:
+        """The flow ``start -> start+1``: counted in every sample whose five futures include it."""
+        if self.sums is None:
+            self.sums = np.zeros((len(self.samples), *flow.shape), np.float32)
+        for k, s in enumerate(self.samples):
+            if s <= start < s + FUTURE:
+                self.sums[k] += flow
+        self.pending.discard(start)
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def targets(self) -> np.ndarray:
+        """(S, H, W, 2) float32 mean flows (every pair must have been added)."""
+        if self.pending:
+            raise ValueError(f"flows missing for targets: {sorted(self.pending)[:10]}")
+        return self.sums / np.float32(FUTURE)
+
+
 def flow_targets(frames: np.ndarray, frame_indices: list[int], samples: list[int],
                  estimator: FlowEstimator) -> np.ndarray:
-    """(S, H, W, 2) float32 five-future-frame mean flows for ``samples``.
+    """(S, H, W, 2) float32 five-future-frame mean flows for ``samples`` of one video, in one batch.
 
     ``frames[i]`` is original frame ``frame_indices[i]``; it must hold every
     sample frame and its five successors.
@@ -40,66 +67,65 @@ def flow_targets(frames: np.ndarray, frame_indices: list[int], samples: list[int
     missing = [t for t in starts + [s + FUTURE for s in samples] if t not in where]
     if missing:
         raise ValueError(f"frames missing for flow targets: {sorted(set(missing))[:10]}")
-    first = frames[[where[t] for t in starts]]
-    second = frames[[where[t + 1] for t in starts]]
-    flows = estimator.estimate(first, second)
-    by_start = {t: flows[i] for i, t in enumerate(starts)}
-    targets = np.stack([np.mean([by_start[s + d] for d in range(FUTURE)], axis=0) for s in samples])
-    return targets.astype(np.float32)
+    flows = estimator.estimate(frames[[where[t] for t in starts]], frames[[where[t + 1] for t in starts]])
+    sums = TargetSums(samples)
+    for t, flow in zip(starts, flows):
+        sums.add(t, flow)
+    return sums.targets()
 
 
-def compute_video_flow(frames_npz: str | Path, out: str | Path, estimator_name: str,
-                       estimator_params: dict[str, Any] | None = None) -> dict:
-    """Read a frames-stage npz, write the flow targets (or pass its rejection on) to ``out``."""
-    params = dict(estimator_params or {})
-    with np.load(frames_npz) as data:
-        record = {k: data[k] for k in data.files}
-    video = str(record["video"])
-    estimator = make_estimator(estimator_name, **params)
-    # provenance: every parameter that changes the result, defaults included
-    base = dict(video=video, estimator=estimator_name, estimator_params=json.dumps(estimator.params(), sort_keys=True),
-                sample_indices=record["sample_indices"])
-    if str(record["status"]) != "ok":
-        save_npz(out, status="rejected", reason=str(record["reason"]), targets=np.zeros((0, 0, 0, 2), np.float32),
-                 **base)
-        return {"status": "rejected", "reason": str(record["reason"])}
-    samples = [int(s) for s in record["sample_indices"]]
-    targets = flow_targets(record["frames"], [int(t) for t in record["frame_indices"]], samples, estimator)
-    status, reason = "ok", ""
+@dataclass
+class VideoTargets:
+    """One video's contribution to a shard: sample frames and their flow targets, or why there are none."""
+
+    video_id: str
+    label: int
+    path: str  # as the user knows it: relative to the dataset root in the DAG
+    status: str = "ok"  # ok | rejected
+    reason: str = ""
+    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))  # (S, H, W, 3) uint8
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 2), np.float32))  # (S, H, W, 2)
+    sample_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    n_decoded: int = 0
+    estimator_params: str = "{}"  # every parameter that changed the result, as JSON (provenance)
+    identity: str = ""  # what the result was computed from (path, size, mtime): a changed file is recomputed
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def save(self, path: str | Path) -> None:
+        save_npz(path, **{k: np.asarray(v) for k, v in self.__dict__.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VideoTargets":
+        with np.load(path, allow_pickle=False) as data:
+            values: dict[str, Any] = {k: data[k] for k in data.files}
+        for key in ("video_id", "path", "status", "reason", "estimator_params", "identity"):
+            values[key] = str(values[key])
+        values["label"], values["n_decoded"] = int(values["label"]), int(values["n_decoded"])
+        return cls(**values)
+
+
+def from_flows(video_id: str, label: int, path: str, decoded: DecodedVideo, targets: np.ndarray,
+               estimator_params: dict[str, Any], identity: str = "") -> VideoTargets:
+    """The record of a decoded video whose targets were computed (rejected when they are not finite)."""
+    params = json.dumps(estimator_params, sort_keys=True)
     if not np.isfinite(targets).all():
-        status, reason = "rejected", f"estimator {estimator_name} produced non-finite flow"
-        log.error("rejected video %s: %s", video, reason)
-        targets = np.zeros((0,) + targets.shape[1:], np.float32)
-    else:
-        magnitude = np.hypot(targets[..., 0], targets[..., 1])
-        log.info("%s: %d targets from %d pairs with %s, mean |flow| %.3f px, max %.2f px", video, len(samples),
-                 len(consecutive_pairs(samples)), estimator_name, magnitude.mean(), magnitude.max())
-    save_npz(out, status=status, reason=reason, targets=targets, **base)
-    return {"status": status, "reason": reason, "targets": targets}
+        return VideoTargets(video_id, label, path, "rejected", "the flow estimator produced non-finite flow",
+                            n_decoded=decoded.n_decoded, estimator_params=params, identity=identity)
+    frames = np.stack([decoded.frame(s) for s in decoded.sample_indices])
+    return VideoTargets(video_id, label, path, "ok", "", frames, targets.astype(np.float32),
+                        np.asarray(decoded.sample_indices, np.int64), decoded.n_decoded, params, identity)
 
 
-def prepare_video(video: str | Path, frames_out: str | Path, flow_out: str | Path, size_hw: tuple[int, int],
-                  policy: str, every: int, per_video: int, estimator_name: str,
-                  estimator_params: dict[str, Any] | None = None) -> dict:
-    """Frames stage, then flow stage; a rejected video is recorded in both outputs."""
-    extract_frames(video, frames_out, size_hw, policy, every, per_video)
-    return compute_video_flow(frames_out, flow_out, estimator_name, estimator_params)
-
-
-def add_estimator_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--estimator", default="tvl1")
-    p.add_argument("--params", default="{}", help="estimator parameters as JSON")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", required=True, type=Path)
-    p.add_argument("--frames-out", required=True, type=Path)
-    p.add_argument("--flow-out", required=True, type=Path)
-    add_sampling_arguments(p)
-    add_estimator_arguments(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    prepare_video(args.video, args.frames_out, args.flow_out, tuple(args.size), args.policy, args.every,
-                  args.per_video, args.estimator, json.loads(args.params))
-    return 0
+def video_targets(video: str | Path, sampling: Sampling, estimator: FlowEstimator, video_id: str = "video",
+                  label: int = 0) -> VideoTargets:
+    """Decode one video and compute its targets in one estimator batch (the many-video path is
+    :mod:`pipeline.data.extract`); a video that cannot be used comes back rejected, with the reason."""
+    try:
+        decoded = decode_samples(video, sampling)
+    except VideoError as exc:
+        return VideoTargets(video_id, label, str(video), "rejected", str(exc))
+    targets = flow_targets(decoded.frames, decoded.frame_indices, decoded.sample_indices, estimator)
+    return from_flows(video_id, label, str(video), decoded, targets, estimator.params())

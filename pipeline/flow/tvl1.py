@@ -17,18 +17,20 @@ class TVL1:
     DEFAULTS: dict[str, Any] = {
         "tau": 0.25, "lambda_": 0.15, "theta": 0.3, "nscales": 5, "warps": 5,
         "epsilon": 0.01, "inner_iterations": 30, "outer_iterations": 10,
-        "scale_step": 0.8, "median_filtering": 5, "threads": 1,
+        "scale_step": 0.8, "median_filtering": 5,
     }
+    RUNTIME: dict[str, Any] = {"threads": 1}  # OpenCV's threads: how fast, not what comes out
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.DEFAULTS)
+        unknown = set(params) - set(self.DEFAULTS) - set(self.RUNTIME)
         if unknown:
             raise ValueError(f"unknown tvl1 parameter(s): {sorted(unknown)}")
-        self._params = {**self.DEFAULTS, **params}
+        self._params = {**self.DEFAULTS, **self.RUNTIME, **params}
         self._impl = None
 
     def params(self) -> dict[str, Any]:
-        return dict(self._params)
+        """Every parameter that changes the result (the runtime ``threads`` does not)."""
+        return {k: v for k, v in self._params.items() if k in self.DEFAULTS}
 
     def _solver(self):
         if self._impl is None:

@@ -3,6 +3,8 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -25,6 +27,11 @@ RESULTS = f"results/{CFG['name']}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 DATASET = CFG["dataset"]
+# Rules read the videos through this link to dataset.root, and name them by their path relative
+# to it: moving or re-mounting the root re-points the link and reruns nothing.
+DATASET_LINK = f"{RESULTS}/dataset"
+# Per-video flow targets, reused across reruns (pipeline/data/extract.py).
+TARGET_CACHE = f"{RESULTS}/targets"
 ESTIMATOR = CFG["flow"]["estimator"]
 ESTIMATOR_PARAMS = CFG["flow"]["params"].get(ESTIMATOR, {})
 SPLITS = ["train", "test"]
@@ -44,6 +51,24 @@ STATIC = f"{RESULTS}/static"
 REC = CFG["recognize"]
 RECOGNITION = f"{RESULTS}/recognition/{ESTIMATOR}"
 GPU = CFG["gpu_rules"]
+# Memory (MB), run time (minutes) and disk (MB) of every rule: the config's `resources`
+# (measured for the presets by benchmarks/scale_rehearsal.py) over these demo-sized defaults.
+RESOURCE_DEFAULTS = {
+    "demo_dataset": {"mem_mb": 1000, "runtime": 30, "disk_mb": 1000},
+    "manifest": {"mem_mb": 1000, "runtime": 30, "disk_mb": 100},
+    "shard": {"mem_mb": 4000, "runtime": 120, "disk_mb": 2000},
+    "static_shard": {"mem_mb": 4000, "runtime": 120, "disk_mb": 1000},
+    "rejected_videos": {"mem_mb": 500, "runtime": 5, "disk_mb": 10},
+    "train_motion_net": {"mem_mb": 4000, "runtime": 60, "disk_mb": 200},
+    "train_im2flow": {"mem_mb": 4000, "runtime": 60, "disk_mb": 1000},
+    "evaluate": {"mem_mb": 4000, "runtime": 60, "disk_mb": 2000},
+    "recognize": {"mem_mb": 4000, "runtime": 60, "disk_mb": 2000},
+    "report": {"mem_mb": 1000, "runtime": 10, "disk_mb": 100},
+}
+RES = {
+    name: RESOURCE_DEFAULTS[name] | CFG["resources"].get(name, {})
+    for name in RESOURCE_DEFAULTS
+}
 # One software environment for every rule (`--software-deployment-method conda`).
 ENV = "../../environment.yml"
 # What `snakemake` builds by default; each rule file appends its final outputs.
@@ -109,25 +134,6 @@ def _shard_index():
     return _VIDEOS["index"]
 
 
-def video_file(video_id):
-    return os.path.join(DATASET["root"], dataset_videos()[video_id].relpath)
-
-
-def existing_video(video_id):
-    """The video as a job input when it exists; a dangling or unreadable path reaches the
-    stage through params only, so the job runs and records the rejection."""
-    path = video_file(video_id)
-    return [path] if os.path.isfile(path) and os.access(path, os.R_OK) else []
-
-
-def video_path(wildcards):
-    return shlex.quote(video_file(wildcards.vid))
-
-
-def video_input(wildcards):
-    return existing_video(wildcards.vid)
-
-
 def shard_members(split, shard):
     return list(_shard_index().get((split, int(shard)), []))
 
@@ -144,57 +150,98 @@ def dataset_digest(wildcards):
 # ----------------------------------------------------------------------------- data rules
 
 
-def shard_inputs(wildcards):
-    members = shard_members(wildcards.split, wildcards.shard)
-    return {
-        "dataset": DEMO_ROOT,
-        "frames": [f"{RESULTS}/frames/{v.video_id}.npz" for v in members],
-        "flow": [
-            f"{RESULTS}/flow/{wildcards.estimator}/{v.video_id}.npz" for v in members
-        ],
-    }
+def link_dataset_root():
+    """Point DATASET_LINK at dataset.root (made or re-pointed when the workflow is read)."""
+    target = os.path.abspath(DATASET["root"])
+    link = Path(DATASET_LINK)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    if link.exists() and not link.is_symlink():
+        raise WorkflowError(
+            f"{link} should be a link to the dataset root, but it is not a link"
+        )
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(".dataset.link")
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
 
 
-def _shard_attrs(wildcards):
+link_dataset_root()
+
+
+def member_videos(wildcards):
+    """The shard's videos as inputs, read through the dataset link; a dangling or unreadable
+    path is left out, so the job runs and records the rejection."""
+    paths = [
+        f"{DATASET_LINK}/{v.relpath}"
+        for v in shard_members(wildcards.split, wildcards.shard)
+    ]
+    return DEMO_ROOT + [p for p in paths if os.path.isfile(p) and os.access(p, os.R_OK)]
+
+
+def _shard_spec(wildcards, policy):
+    """What a shard job computes: its members (by relative path and identity), the sampling,
+    the estimator and the shard's attributes; any change reruns it."""
+    frames = CFG["frames"]
+    members = [
+        [v.video_id, v.label, v.relpath, f"{v.relpath}|{v.size}|{v.mtime_ns}"]
+        for v in shard_members(wildcards.split, wildcards.shard)
+    ]
     return {
-        "frame_size": CFG["frames"]["size"],
-        "class_names": class_names(list(dataset_videos().values())),
+        "members": members,
+        "sampling": {
+            "size": frames["size"],
+            "policy": policy,
+            "every": frames["every"],
+            "per_video": frames["per_video"],
+        },
         "estimator": wildcards.estimator,
         "estimator_params": CFG["flow"]["params"].get(wildcards.estimator, {}),
-        "split": wildcards.split,
-        "shard_index": int(wildcards.shard),
-        "magnitude_clip": CFG["shards"]["magnitude_clip"],
-        "codec": CFG["shards"]["codec"],
+        "attrs": {
+            "class_names": class_names(list(dataset_videos().values())),
+            "split": wildcards.split,
+            "shard_index": int(wildcards.shard),
+            "magnitude_clip": CFG["shards"]["magnitude_clip"],
+            "codec": CFG["shards"]["codec"],
+        },
     }
 
 
 def shard_spec(wildcards):
-    members = shard_members(wildcards.split, wildcards.shard)
-    spec = _shard_attrs(wildcards) | {
-        "members": [
-            [
-                v.video_id,
-                v.label,
-                f"{RESULTS}/frames/{v.video_id}.npz",
-                f"{RESULTS}/flow/{wildcards.estimator}/{v.video_id}.npz",
-            ]
-            for v in members
-        ]
-    }
-    return as_json(spec)
-
-
-def static_shard_inputs(wildcards):
-    members = shard_members(wildcards.split, wildcards.shard)
-    return DEMO_ROOT + [p for v in members for p in existing_video(v.video_id)]
+    return as_json(_shard_spec(wildcards, CFG["frames"]["policy"]))
 
 
 def static_shard_spec(wildcards):
-    members = shard_members(wildcards.split, wildcards.shard)
-    spec = _shard_attrs(wildcards) | {
-        "videos": [[v.video_id, v.label, video_file(v.video_id)] for v in members]
-    }
-    return as_json(spec)
+    return as_json(_shard_spec(wildcards, "centre"))
+
+
+def flow_gpus():
+    """1 when the flow estimator runs on CUDA (liu with device cuda, or auto with a GPU visible here),
+    so that flow jobs queue for the card like the other GPU rules; 0 otherwise."""
+    if ESTIMATOR != "liu":
+        return 0
+    device = ESTIMATOR_PARAMS.get("device", "auto")
+    if device == "auto":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            return int(
+                bool([d for d in visible.split(",") if d.strip() not in ("", "-1")])
+            )
+        if shutil.which("nvidia-smi") is None:
+            return 0
+        try:
+            listed = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
+            )
+        except (OSError, subprocess.SubprocessError):
+            return 0
+        return int(listed.returncode == 0 and "GPU " in listed.stdout)
+    return int(str(device).startswith("cuda"))
+
+
+FLOW_GPUS = flow_gpus()
 
 
 # ----------------------------------------------------------------------------- recognition and report

@@ -1,5 +1,6 @@
-# Data preparation: demo renders -> manifest -> per video: frames and flow -> shards (+ rejected-videos
-# list); the static shards of the recognition (centre frames with their true flow). Code: pipeline/data.
+# Data preparation: demo renders -> manifest -> per shard: every member video's frames and flow
+# (batched across videos, cached per video) -> HDF5 shard (+ rejected-videos list); the static shards
+# of the recognition (centre frames with their true flow). Code: pipeline/data.
 
 
 checkpoint demo_dataset:
@@ -13,8 +14,7 @@ checkpoint demo_dataset:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=30,
+        **RES["demo_dataset"],
     params:
         classes=CFG["demo"]["classes"],
         videos_per_class=CFG["demo"]["videos_per_class"],
@@ -39,13 +39,12 @@ rule manifest:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=30,
+        **RES["manifest"],
     params:
-        root=lambda wc: shlex.quote(DATASET["root"]),
+        root=lambda wc: shlex.quote(DATASET_LINK),
         layout=DATASET["layout"],
         split=DATASET["split"],
-        splits_dir=lambda wc: shlex.quote(DATASET["splits_dir"] or DATASET["root"]),
+        splits_dir=lambda wc: shlex.quote(DATASET["splits_dir"] or DATASET_LINK),
         test_fraction=DATASET["test_fraction"],
         digest=dataset_digest,
     shell:
@@ -53,43 +52,12 @@ rule manifest:
         " --splits-dir {params.splits_dir} --test-fraction {params.test_fraction} --out {output} > {log} 2>&1"
 
 
-rule video_targets:
-    input:
-        video_input,
-    output:
-        frames=f"{RESULTS}/frames/{{vid}}.npz",
-        flow=f"{RESULTS}/flow/{ESTIMATOR}/{{vid}}.npz",
-    log:
-        f"{LOGS}/video_targets/{{vid}}.log",
-    benchmark:
-        f"{BENCH}/video_targets/{{vid}}.tsv"
-    # Frames and flow of a video are one job; on a cluster the SLURM profile's
-    # `group-components: video=N` packs N of them into one submission (ignored in local runs).
-    group:
-        "video"
-    conda:
-        ENV
-    threads: CFG["flow"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    params:
-        video=video_path,
-        size=CFG["frames"]["size"],
-        policy=CFG["frames"]["policy"],
-        every=CFG["frames"]["every"],
-        per_video=CFG["frames"]["per_video"],
-        estimator=ESTIMATOR,
-        estimator_params=as_json(ESTIMATOR_PARAMS),
-    shell:
-        "im2flow video-targets --video {params.video} --frames-out {output.frames:q} --flow-out {output.flow:q}"
-        " --size {params.size} --policy {params.policy} --every {params.every} --per-video {params.per_video}"
-        " --estimator {params.estimator} --params {params.estimator_params} > {log:q} 2>&1"
-
-
+# One job per shard: the flow targets of its member videos (decoded ahead, estimator batches
+# across videos, each video's result cached under TARGET_CACHE and reused by later runs), then
+# the shard. gpu=1 when the estimator runs on CUDA: one flow job per card, large batches.
 rule shard:
     input:
-        unpack(shard_inputs),
+        member_videos,
     output:
         shard=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.h5",
         rejected=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.rejected.tsv",
@@ -99,20 +67,23 @@ rule shard:
         f"{BENCH}/shards/{{estimator}}/{{split}}-{{shard}}.tsv"
     conda:
         ENV
-    threads: 1
+    threads: CFG["flow"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **RES["shard"],
+        gpu=FLOW_GPUS,
     params:
         spec=shard_spec,
+        dataset=DATASET_LINK,
+        cache=TARGET_CACHE,
     shell:
-        "im2flow shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected} > {log} 2>&1"
+        "im2flow shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected}"
+        " --dataset {params.dataset:q} --cache {params.cache:q} --threads {threads} > {log} 2>&1"
 
 
-# One job per static shard: decode its member videos, keep each centre frame and its true flow.
+# The same job for the recognition's static set: the centre frame of each video with its true flow.
 rule static_shard:
     input:
-        static_shard_inputs,
+        member_videos,
     output:
         shard=f"{STATIC}/shards/{{estimator}}/{{split}}-{{shard}}.h5",
         rejected=f"{STATIC}/shards/{{estimator}}/{{split}}-{{shard}}.rejected.tsv",
@@ -124,12 +95,15 @@ rule static_shard:
         ENV
     threads: CFG["flow"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **RES["static_shard"],
+        gpu=FLOW_GPUS,
     params:
         spec=static_shard_spec,
+        dataset=DATASET_LINK,
+        cache=TARGET_CACHE,
     shell:
-        "im2flow static-shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected} > {log} 2>&1"
+        "im2flow shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected}"
+        " --dataset {params.dataset:q} --cache {params.cache:q} --threads {threads} > {log} 2>&1"
 
 
 rule rejected_videos:
@@ -147,8 +121,7 @@ rule rejected_videos:
         ENV
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **RES["rejected_videos"],
     shell:
         "im2flow rejected {input} --out {output} > {log} 2>&1"
 

@@ -23,9 +23,8 @@ rule evaluate:
         ENV
     threads: GPU["threads"]
     resources:
+        **RES["evaluate"],
         gpu=1,
-        mem_mb=GPU["mem_mb"],
-        runtime=GPU["runtime"],
     params:
         config=as_json(CFG["evaluate"]),
         out=lambda wc, output: out_dir(output),

@@ -19,9 +19,8 @@ rule recognize:
         ENV
     threads: REC["threads"]
     resources:
+        **RES["recognize"],
         gpu=1,
-        mem_mb=GPU["mem_mb"],
-        runtime=GPU["runtime"],
     params:
         data=recognize_data_args,
         config=recognize_config,

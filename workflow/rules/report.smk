@@ -21,8 +21,7 @@ rule report:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **RES["report"],
     params:
         config=as_json(CFG),
         evaluation=lambda wc, input: os.path.dirname(input.evaluation[0]),

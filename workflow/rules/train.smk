@@ -18,9 +18,8 @@ rule train_motion_net:
         ENV
     threads: GPU["threads"]
     resources:
+        **RES["train_motion_net"],
         gpu=1,
-        mem_mb=GPU["mem_mb"],
-        runtime=GPU["runtime"],
     params:
         config=as_json(CFG["motion_net"]),
         out=lambda wc, output: out_dir(output),
@@ -45,9 +44,8 @@ rule train_im2flow:
         ENV
     threads: GPU["threads"]
     resources:
+        **RES["train_im2flow"],
         gpu=1,
-        mem_mb=GPU["mem_mb"],
-        runtime=GPU["runtime"],
     params:
         config=as_json(CFG["train"]),
         out=lambda wc, output: out_dir(output),
