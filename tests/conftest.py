@@ -145,7 +145,7 @@ def write_demo_shards(root: Path, size: int = 40, videos_per_class: int = 4, n_f
             targets = np.stack([flow[t:t + 5].mean(0) for t in samples]).astype(np.float32)
             vid = f"{name}_g{group:02d}"
             members["test" if group == 0 else "train"].append(
-                VideoTargets(vid, label, vid, frames=frames[samples], targets=targets, sample_indices=samples))
+                VideoTargets.from_targets(vid, label, vid, frames[samples], targets, samples))
     shards: dict[str, list[str]] = {"train": [], "test": []}
     for split, parts in (("train", train_parts), ("test", 1)):
         for i in range(parts):

@@ -30,8 +30,8 @@ def fake_video_outputs(tmp_path, name, n_samples=3, size=(24, 32), seed=0, statu
     targets[:, :2, :2] = 0.0
     if status != "ok":
         return VideoTargets(name, seed % 3, f"{name}.avi", "rejected", "bad file"), frames, targets
-    return VideoTargets(name, seed % 3, f"{name}.avi", frames=frames, targets=targets, sample_indices=samples,
-                        n_decoded=50, estimator_params='{"warps": 5}'), frames, targets
+    return VideoTargets.from_targets(name, seed % 3, f"{name}.avi", frames, targets, samples, n_decoded=50,
+                                     estimator_params='{"warps": 5}'), frames, targets
 
 
 def shard_kwargs(**kw):
@@ -80,7 +80,7 @@ def test_empty_shard_is_valid(tmp_path):
 
 def test_non_finite_flow_never_reaches_a_shard(tmp_path):
     m, _, targets = fake_video_outputs(tmp_path, "A/v", seed=5)
-    m.targets[0, 3, 3] = np.inf
+    m.flow[0, 2, 3, 3] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
         write_shard([m], tmp_path / "s.h5", **shard_kwargs())
     assert not (tmp_path / "s.h5").exists() and not list(tmp_path.glob(".s.h5*"))

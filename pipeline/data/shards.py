@@ -29,7 +29,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.data.discovery import stable_hash
-from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP, ENCODING_VERSION, encode
+from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP, ENCODING_VERSION
 from pipeline.data.extract import VideoSource, extract
 from pipeline.data.frames import Sampling
 from pipeline.data.rejects import Rejection, write_rejections
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 SHARD_FORMAT = "im2flow-shard"
 SHARD_FORMAT_VERSION = 1
 CODECS = ("none", "gzip", "lzf", "blosc-lz4", "blosc-zstd", "zstd")
-FLOAT16_MAX = 65000.0
 
 
 def shard_of(video_id: str, n_shards: int) -> int:
@@ -88,15 +87,13 @@ class ShardWriter:
         self.videos = 0
 
     def add(self, video: VideoTargets) -> None:
-        """Append one usable video's samples (frames (S, H, W, 3), raw targets (S, H, W, 2))."""
+        """Append one usable video's samples (frames (S, H, W, 3) uint8, flow (S, 3, H, W) float16)."""
         if video.frames.shape[1:3] != self.frame_size:
             raise ValueError(f"{video.video_id}: frames are {video.frames.shape[1:3]}, shard expects {self.frame_size}")
-        encoded = encode(video.targets)
-        if not np.isfinite(encoded).all():
+        if video.flow.dtype != np.float16 or not np.isfinite(video.flow).all():
             raise ValueError(f"{video.video_id}: non-finite flow reached the shard writer")
-        encoded[:, 2] = np.minimum(encoded[:, 2], FLOAT16_MAX)
         n, s = len(self.labels), len(video.sample_indices)
-        for ds, data in ((self.frames, video.frames), (self.flow, encoded.astype(np.float16))):
+        for ds, data in ((self.frames, video.frames), (self.flow, video.flow)):
             ds.resize(n + s, axis=0)
             ds[n:n + s] = data
         self.labels += [video.label] * s

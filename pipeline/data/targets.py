@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import save_npz
+from pipeline.atomic import atomic_path
+from pipeline.encoding import decode, encode
 from pipeline.data.frames import FUTURE, DecodedVideo, Sampling, VideoError, decode_samples
 from pipeline.flow import FlowEstimator
 
@@ -74,9 +75,25 @@ def flow_targets(frames: np.ndarray, frame_indices: list[int], samples: list[int
     return sums.targets()
 
 
+FLOAT16_MAX = 65000.0  # magnitudes are clipped here before float16 (never an Inf)
+
+
+def encode_float16(targets: np.ndarray) -> np.ndarray:
+    """(S, H, W, 2) raw targets -> (S, 3, H, W) float16 (sin, cos, M px): the shards' encoding."""
+    encoded = encode(targets)
+    if not np.isfinite(encoded).all():
+        raise ValueError("non-finite flow cannot be stored")
+    encoded[:, 2] = np.minimum(encoded[:, 2], FLOAT16_MAX)
+    return encoded.astype(np.float16)
+
+
 @dataclass
 class VideoTargets:
-    """One video's contribution to a shard: sample frames and their flow targets, or why there are none."""
+    """One video's contribution to a shard: sample frames and their flow targets, or why there are none.
+
+    The flow is held as the shards store it (float16 sin, cos, M px), so the per-video cache costs
+    what the shard does and writing the shard is a copy.
+    """
 
     video_id: str
     label: int
@@ -84,18 +101,32 @@ class VideoTargets:
     status: str = "ok"  # ok | rejected
     reason: str = ""
     frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))  # (S, H, W, 3) uint8
-    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 2), np.float32))  # (S, H, W, 2)
+    flow: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 0, 0), np.float16))  # (S, 3, H, W) float16
     sample_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     n_decoded: int = 0
     estimator_params: str = "{}"  # every parameter that changed the result, as JSON (provenance)
     identity: str = ""  # what the result was computed from (path, size, mtime): a changed file is recomputed
 
+    @classmethod
+    def from_targets(cls, video_id: str, label: int, path: str, frames: np.ndarray, targets: np.ndarray,
+                     sample_indices: np.ndarray, **extra: Any) -> "VideoTargets":
+        """A usable video from raw (S, H, W, 2) targets."""
+        return cls(video_id, label, path, "ok", "", np.asarray(frames, np.uint8), encode_float16(targets),
+                   np.asarray(sample_indices, np.int64), **extra)
+
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def targets(self) -> np.ndarray:
+        """(S, H, W, 2) float32 raw flow targets (u, v) px."""
+        return decode(self.flow.astype(np.float32))
+
     def save(self, path: str | Path) -> None:
-        save_npz(path, **{k: np.asarray(v) for k, v in self.__dict__.items()})
+        """Compressed npz (zlib), written atomically: the cache of every video of a dataset."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(v) for k, v in self.__dict__.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "VideoTargets":
@@ -115,8 +146,8 @@ def from_flows(video_id: str, label: int, path: str, decoded: DecodedVideo, targ
         return VideoTargets(video_id, label, path, "rejected", "the flow estimator produced non-finite flow",
                             n_decoded=decoded.n_decoded, estimator_params=params, identity=identity)
     frames = np.stack([decoded.frame(s) for s in decoded.sample_indices])
-    return VideoTargets(video_id, label, path, "ok", "", frames, targets.astype(np.float32),
-                        np.asarray(decoded.sample_indices, np.int64), decoded.n_decoded, params, identity)
+    return VideoTargets.from_targets(video_id, label, path, frames, targets, decoded.sample_indices,
+                                     n_decoded=decoded.n_decoded, estimator_params=params, identity=identity)
 
 
 def video_targets(video: str | Path, sampling: Sampling, estimator: FlowEstimator, video_id: str = "video",
