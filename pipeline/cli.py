@@ -8,7 +8,10 @@ stays fast and a CPU-only stage never imports torch.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
+import resource
 import logging
 import sys
 
@@ -18,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-dataset": ("pipeline.data.demo", "render the procedural demo dataset (UCF-101 layout, true flow beside each video)"),
     "discover": ("pipeline.data.discovery", "list a dataset's videos, classes and splits as a manifest"),
     "shard": ("pipeline.data.shards", "flow targets of a shard's videos (batched, cached per video), then the HDF5 shard"),
-    "rejected": ("pipeline.data.rejects", "gather the rejected-videos list"),
+    "videos": ("pipeline.data.videos", "gather the video lists: every video's status, the rejected, near-duplicates"),
     "train-motion-net": ("pipeline.train.motion_net", "train the motion-content ResNet-18 on flow images"),
     "train": ("pipeline.train.im2flow", "train the Im2Flow encoder-decoder"),
     "evaluate": ("pipeline.evaluate.evaluation", "flow-prediction metrics against baselines"),
@@ -39,8 +42,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+PEAK_MEMORY_ENV = "IM2FLOW_PEAK_MEMORY_FILE"
+
+
+def peak_memory_kb() -> int:
+    """This program's own peak resident memory (VmHWM of its address space, so not the memory of the
+    process it was forked from, which ``ru_maxrss`` would include)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux: the usage figure, which may count the parent too
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _write_peak_memory(path: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(f"{peak_memory_kb()}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get(PEAK_MEMORY_ENV):  # benchmarks: the stage's peak memory, written at exit
+        atexit.register(_write_peak_memory, os.environ[PEAK_MEMORY_ENV])
     command = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(command).parse_args(argv)
     logging.basicConfig(

@@ -56,6 +56,10 @@ def test_demo_video_decodes_to_the_rendered_frames(demo_root):
 def test_every_bad_input_kind_is_rejected_with_its_reason(demo_root, tmp_path):
     expected = make_bad_videos(tmp_path / "Bad", demo_root / "CarDrive" / "v_CarDrive_g01_c01.avi")
     for name, words in expected.items():
+        if name == "v_truncated.avi":   # what decodes is kept, and the report says it was cut short
+            decoded = fr.decode_samples(tmp_path / "Bad" / name, fr.Sampling((32, 32), every=3))
+            assert decoded.report.truncated and decoded.n_decoded < decoded.report.declared
+            continue
         with pytest.raises(fr.VideoError) as info:
             fr.decode_samples(tmp_path / "Bad" / name, fr.Sampling((32, 32)))
         assert words in str(info.value), (name, str(info.value))

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import planned_jobs, run_snakemake, small_config
 from pipeline.evaluate.metrics import write_rows_csv
+from pipeline.data.videos import VideoRecord, write_records, write_rejected
 from pipeline.report.build import build_report
 from pipeline.report.sections import ReportInputs, benchmark_timings, parse_markdown_table
 
@@ -55,19 +56,25 @@ def fake_stage_outputs(root: Path) -> dict[str, Path]:
     _png(im2flow / "loss_curve.png", 100)
     _png(mn / "loss_curve.png", 50)
     (mn / "metrics.json").write_text(json.dumps({"test_accuracy": 0.75, "test_samples": 10}))
-    rejected = root / "rejected_videos.tsv"
-    rejected.write_text("video_id\tpath\treason\nX/v_<bad>&\tX/v_<bad>&.avi\tnot a video (0 frames decoded)\n")
-    manifest = root / "manifest.tsv"
-    manifest.write_text("video_id\trelpath\tclass_name\tlabel\tsplit\tsize\tmtime_ns\n"
-                        "A/v1\tA/v1.avi\tA\t0\ttest\t1\t1\nB/v2\tB/v2.avi\tB\t1\ttrain\t1\t1\n")
+    records = [  # two usable videos, one partly; class X's only video was rejected
+        VideoRecord("A/v1", "A/v1.avi", 0, "A", "test", "ok", 4, "", 2.0, 0.0, "00ff00ff00ff00ff"),
+        VideoRecord("B/v2", "B/v2.avi", 1, "B", "train", "partial", 3, "dropped the samples at frames 12", 9.0,
+                    0.02, "ff00ff00ff00ff00"),
+        VideoRecord("X/v_<bad>&", "X/v_<bad>&.avi", 2, "X", "train", "rejected", 0, "not a video (0 frames decoded)",
+                    0.0, 0.0, ""),
+    ]
+    videos, rejected, duplicates = root / "videos.tsv", root / "rejected_videos.tsv", root / "near_duplicates.tsv"
+    write_records(records, videos)
+    write_rejected(records, rejected)
+    duplicates.write_text("train_video\ttest_video\tframes_matched\nB/v2\tA/v1\t3\n")
     bench = root / "benchmarks"
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     (bench / "flow" / "tvl1").mkdir(parents=True)
     (bench / "flow" / "tvl1" / "a.tsv").write_text(header + "2.0\t0:00:02\t100\t1\t1\t1\t0\t0\t50\t1.5\n")
     (bench / "flow" / "tvl1" / "b.tsv").write_text(header + "3.0\t0:00:03\t120\t1\t1\t1\t0\t0\t50\t2.5\n")
     (bench / "train_im2flow.tsv").write_text(header + "60.0\t0:01:00\t900\t1\t1\t1\t0\t0\t90\t110\n")
-    return {"evaluation": ev, "im2flow_dir": im2flow, "motion_net_dir": mn, "rejected": rejected,
-            "manifest": manifest, "benchmarks": bench}
+    return {"evaluation": ev, "im2flow_dir": im2flow, "motion_net_dir": mn, "videos": videos, "rejected": rejected,
+            "duplicates": duplicates, "benchmarks": bench}
 
 
 def _inputs(paths, **extra) -> ReportInputs:
@@ -117,6 +124,23 @@ def test_benchmark_timings_group_by_rule(tmp_path):
     assert timings["flow"]["jobs"] == 2 and timings["flow"]["total_s"] == pytest.approx(5.0)
     assert timings["flow"]["max_rss_mb"] == pytest.approx(120) and timings["train_im2flow"]["cpu_s"] == 110
     assert benchmark_timings(tmp_path / "nowhere") == []
+
+
+def test_report_counts_usable_videos_and_current_jobs_only(tmp_path):
+    """A rejected video counts nowhere but in its own section; a class left without a usable video is
+    flagged; a benchmark file no current job wrote (a deleted video's) is not timed; near-duplicates show."""
+    paths = fake_stage_outputs(tmp_path)
+    header = (paths["benchmarks"] / "train_im2flow.tsv").read_text().splitlines()[0]
+    current = ["flow/tvl1/a.tsv", "train_im2flow.tsv"]          # b.tsv is a leftover
+    build_report(_inputs(paths, recognition_status="off", benchmark_files=current), tmp_path / "r.html",
+                 tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "2 usable videos (1 test, 1 train; 1 rejected)" in md
+    assert "2 usable videos (1 train, 1 test; 1 of them partly" in md
+    assert "| X | 0 | 0 |" in md and "Classes without a usable video:** X" in md
+    assert "| flow | 1 | 2.0 |" in md and "total 62 s" in md and header
+    assert "near-duplicate pair(s) across the splits" in md and "| B/v2 | A/v1 | 3 |" in md
+    assert "Rejected videos (2)" in md and "| partly rejected |" in md
 
 
 def test_parse_markdown_table():

@@ -18,6 +18,7 @@ from pipeline.data.extract import TargetCache
 from pipeline.data.frames import Sampling
 from pipeline.data.shards import CODECS, is_complete, shard_of, write_shard
 from pipeline.data.targets import VideoTargets
+from pipeline.data.videos import read_records
 from pipeline.flow import make_estimator
 
 
@@ -45,7 +46,7 @@ def test_contents_attributes_and_chunks(tmp_path):
     m1, frames1, targets1 = fake_video_outputs(tmp_path, "A/v1", seed=1)
     m2, _, _ = fake_video_outputs(tmp_path, "B/v2", seed=2)
     bad, _, _ = fake_video_outputs(tmp_path, "C/v3", seed=3, status="rejected")
-    n = write_shard([m1, m2, bad], tmp_path / "s.h5", rejected_out=tmp_path / "rej.tsv", **shard_kwargs())
+    n = write_shard([m1, m2, bad], tmp_path / "s.h5", videos_out=tmp_path / "videos.tsv", **shard_kwargs())
     assert n == 6 and is_complete(tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5") as f:
         assert f["frames"].shape == (6, 24, 32, 3) and f["frames"].chunks == (1, 24, 32, 3)
@@ -61,7 +62,10 @@ def test_contents_attributes_and_chunks(tmp_path):
         assert a["encoding_version"] == 1 and a["magnitude_clip"] == 30.0 and list(a["frame_size"]) == [24, 32]
         assert json.loads(a["class_names"]) == ["a", "b", "c"] and a["codec"] == "blosc-lz4"
         assert np.isfinite(f["flow"][:].astype(np.float32)).all()
-    assert "C/v3" in (tmp_path / "rej.tsv").read_text() and "bad file" in (tmp_path / "rej.tsv").read_text()
+    records = {r.video_id: r for r in read_records(tmp_path / "videos.tsv")}
+    assert records["C/v3"].status == "rejected" and records["C/v3"].reason == "bad file" and records["C/v3"].samples == 0
+    assert records["A/v1"].status == "ok" and records["A/v1"].samples == 3 and records["A/v1"].class_name == "b"
+    assert records["A/v1"].split == "train" and records["A/v1"].p99_px > 1
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -20,7 +20,7 @@ from conftest import BIN, REPO, make_bad_videos, planned_jobs, run_snakemake, sm
 from pipeline.data.dataset import ShardDataset
 from pipeline.data.demo import render_video, write_video
 from pipeline.data.discovery import read_manifest
-from pipeline.data.rejects import read_rejections
+from pipeline.data.videos import read_records
 from pipeline.data.shards import is_complete, shard_of
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,8 @@ def test_demo_dag_writes_complete_shards_with_provenance(workdir):
     ds = ShardDataset(shards)
     labels = {int(ds[i]["label"]) for i in range(len(ds))}
     assert labels == set(range(6))
-    assert (results / "rejected_videos.tsv").read_text().splitlines() == ["video_id\tpath\treason"]
+    assert (results / "rejected_videos.tsv").read_text().splitlines() == ["video_id\tpath\tstatus\treason"]
+    assert {r.status for r in read_records(results / "videos.tsv")} == {"ok"}
     assert list((results / "benchmarks" / "shards").rglob("*.tsv")) and list((results / "logs" / "shards").rglob("*.log"))
     # one flow job per shard, four in all: each of the 12 videos computed once, none reused on a first run
     logs = _shard_logs(results)
@@ -98,7 +99,7 @@ def test_incremental_rerun_and_bad_input(workdir):
     trainlist.write_text(trainlist.read_text() + "CarDrive/v_CarDrive_g09_c01.avi 4\n")
     proc = run_snakemake(work, config, "-n", "prepare_data")
     plan = planned_jobs(proc)
-    assert plan == {"shard": 1, "manifest": 1, "rejected_videos": 1, "prepare_data": 1}, plan
+    assert plan == {"shard": 1, "manifest": 1, "video_lists": 1, "prepare_data": 1}, plan
     new_shard = f"train-{shard_of('CarDrive/v_CarDrive_g09_c01', 2):03d}"
     assert f"{new_shard}.h5" in proc.stdout
     run_snakemake(work, config, "prepare_data")
@@ -109,14 +110,20 @@ def test_incremental_rerun_and_bad_input(workdir):
     expected = make_bad_videos(root / "CarDrive", root / "CarDrive" / "v_CarDrive_g01_c01.avi")
     trainlist.write_text(trainlist.read_text() + "".join(f"CarDrive/{n} 4\n" for n in expected))
     run_snakemake(work, config, "prepare_data")
-    rejected = {r.video_id.split("/")[1]: r for r in read_rejections(work / "results/t/rejected_videos.tsv")}
+    records = {r.video_id.split("/")[1]: r for r in read_records(work / "results/t/videos.tsv")}
+    rejected = {k: r for k, r in records.items() if r.status != "ok"}
     assert set(rejected) == {n[:-4] for n in expected}
     for name, words in expected.items():
         assert words in rejected[name[:-4]].reason
         assert name in rejected[name[:-4]].path
+    # (half of a 12-frame clip decodes to 5 frames: too short for one sample, so rejected too; a longer
+    # clip cut short keeps what decodes: tests/test_damage.py)
+    assert {r.status for r in rejected.values()} == {"rejected"}
+    assert (work / "results/t/rejected_videos.tsv").read_text().count("\trejected\t") == len(expected)
     shards = sorted((work / "results/t/shards/tvl1").glob("*.h5"))
     ds = ShardDataset(shards)
-    assert len(ds) == 13 * 3 and "CarDrive/v_CarDrive_g09_c01" in {ds.read(i)[3] for i in range(len(ds))}
+    ids = [ds.read(i)[3] for i in range(len(ds))]
+    assert len(ds) == 13 * 3 and "CarDrive/v_CarDrive_g09_c01" in ids
 
     # a changed flow parameter reruns every shard job and recomputes every video, not the manifest
     changed = json.loads(json.dumps(config))

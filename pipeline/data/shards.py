@@ -32,8 +32,8 @@ from pipeline.data.discovery import stable_hash
 from pipeline.encoding import DEFAULT_MAGNITUDE_CLIP, ENCODING_VERSION
 from pipeline.data.extract import VideoSource, extract
 from pipeline.data.frames import Sampling
-from pipeline.data.rejects import Rejection, write_rejections
 from pipeline.data.targets import VideoTargets
+from pipeline.data.videos import VideoRecord, write_records
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +117,19 @@ class ShardWriter:
 def write_shard(videos: Iterable[VideoTargets], out: str | Path, *, frame_size: tuple[int, int],
                 class_names: list[str], estimator: str, estimator_params: dict[str, Any], split: str,
                 shard_index: int, magnitude_clip: float = DEFAULT_MAGNITUDE_CLIP, codec: str = "blosc-lz4",
-                rejected_out: str | Path | None = None) -> int:
+                videos_out: str | Path | None = None) -> int:
     """Write the usable videos' samples to the HDF5 shard ``out`` atomically, in the order given;
-    returns the sample count. Rejected videos are left out and, with ``rejected_out``, listed there
-    (TSV: video_id, path, reason)."""
-    rejected: list[Rejection] = []
+    returns the sample count. Rejected videos are left out; with ``videos_out`` every video is
+    listed there with its status, samples and reason (:mod:`pipeline.data.videos`)."""
+    records: list[VideoRecord] = []
     h, w = frame_size
     with atomic_path(out) as tmp:
         writer = ShardWriter(tmp, frame_size, codec)
         try:
             for video in videos:
+                records.append(VideoRecord.of(video, split, class_names, magnitude_clip))
                 if video.ok:
                     writer.add(video)
-                else:
-                    rejected.append(Rejection(video.video_id, video.path, video.reason))
             # record what the flow jobs actually used (defaults included), not only what the config named
             if len(writer.params) > 1:
                 raise ValueError(f"{out}: members' flow was computed with different estimator parameters: "
@@ -146,10 +145,10 @@ def write_shard(videos: Iterable[VideoTargets], out: str | Path, *, frame_size: 
             })
         finally:
             writer.file.close()
-    if rejected_out is not None:
-        write_rejections(rejected, rejected_out)
+    if videos_out is not None:
+        write_records(records, videos_out)
     log.info("wrote %s: %d samples from %d videos (%d rejected) with codec %s", out, n, writer.videos,
-             len(rejected), codec)
+             len(records) - writer.videos, codec)
     return n
 
 
@@ -164,7 +163,7 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
-def build_shard(spec: dict[str, Any], out: str | Path, rejected_out: str | Path | None, dataset: str | Path,
+def build_shard(spec: dict[str, Any], out: str | Path, videos_out: str | Path | None, dataset: str | Path,
                 cache_root: str | Path, threads: int = 1) -> int:
     """The ``shard`` / ``static_shard`` job: extract the members' targets (cached per video, batched
     across videos, :mod:`pipeline.data.extract`), then write the shard from the cache in video-id order."""
@@ -175,7 +174,7 @@ def build_shard(spec: dict[str, Any], out: str | Path, rejected_out: str | Path 
     cache, _ = extract(sources, cache_root, sampling, spec["estimator"], spec["estimator_params"] | runtime,
                        decode_workers=max(1, min(2, threads)))
     return write_shard((VideoTargets.load(cache.path(s.video_id)) for s in sources), out,
-                       frame_size=sampling.size, rejected_out=rejected_out, **spec["attrs"],
+                       frame_size=sampling.size, videos_out=videos_out, **spec["attrs"],
                        estimator=spec["estimator"], estimator_params=spec["estimator_params"])
 
 
@@ -184,7 +183,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "identity], ...], sampling {size, policy, every, per_video}, estimator, estimator_params, attrs "
                    "{class_names, split, shard_index, magnitude_clip, codec}")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--rejected-out", type=Path, default=None, help="TSV of the members' rejected videos")
+    p.add_argument("--videos-out", type=Path, default=None, help="TSV: every member video's status, samples, reason")
     p.add_argument("--dataset", required=True, type=Path, help="the dataset root the relative paths start from")
     p.add_argument("--cache", required=True, type=Path, help="per-video results folder (reused across reruns)")
     p.add_argument("--threads", type=int, default=1, help="CPU cores of the job (the estimator and decoding)")
@@ -192,5 +191,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = json.loads(Path(args.spec[1:]).read_text() if args.spec.startswith("@") else args.spec)
-    build_shard(spec, args.out, args.rejected_out, args.dataset, args.cache, args.threads)
+    build_shard(spec, args.out, args.videos_out, args.dataset, args.cache, args.threads)
     return 0

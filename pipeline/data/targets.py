@@ -15,12 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.data.damage import Damage, outliers, pair_stats
+from pipeline.data.frames import FUTURE, DecodedVideo, Sampling, VideoError, decode_samples, kept_samples
 from pipeline.encoding import decode, encode
-from pipeline.data.frames import FUTURE, DecodedVideo, Sampling, VideoError, decode_samples
 from pipeline.flow import FlowEstimator
+
+
+# Damage thresholds (pipeline.data.damage): a pair is damaged when its residual (grey levels) or its
+# largest motion (px) stands out from the video's other pairs by at least these floors; a video that
+# loses more than MAX_DROPPED of its samples is rejected.
+RESIDUAL_FLOOR = 8.0
+MAGNITUDE_FLOOR = 4.0
+MAX_DROPPED = 0.5
 
 
 def consecutive_pairs(samples: list[int]) -> list[int]:
@@ -98,25 +108,29 @@ class VideoTargets:
     video_id: str
     label: int
     path: str  # as the user knows it: relative to the dataset root in the DAG
-    status: str = "ok"  # ok | rejected
-    reason: str = ""
+    status: str = "ok"  # ok | partial (some samples dropped, or truncated) | rejected
+    reason: str = ""  # why rejected, or what was left out of a partial video
     frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))  # (S, H, W, 3) uint8
     flow: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 0, 0), np.float16))  # (S, 3, H, W) float16
     sample_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     n_decoded: int = 0
     estimator_params: str = "{}"  # every parameter that changed the result, as JSON (provenance)
     identity: str = ""  # what the result was computed from (path, size, mtime): a changed file is recomputed
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # samples left out (damage)
+    fingerprint: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # dHashes (leakage check)
 
     @classmethod
     def from_targets(cls, video_id: str, label: int, path: str, frames: np.ndarray, targets: np.ndarray,
-                     sample_indices: np.ndarray, **extra: Any) -> "VideoTargets":
+                     sample_indices: np.ndarray, status: str = "ok", reason: str = "", **extra: Any
+                     ) -> "VideoTargets":
         """A usable video from raw (S, H, W, 2) targets."""
-        return cls(video_id, label, path, "ok", "", np.asarray(frames, np.uint8), encode_float16(targets),
+        return cls(video_id, label, path, status, reason, np.asarray(frames, np.uint8), encode_float16(targets),
                    np.asarray(sample_indices, np.int64), **extra)
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Usable: some of its samples go into the shard."""
+        return self.status in ("ok", "partial")
 
     @property
     def targets(self) -> np.ndarray:
@@ -138,16 +152,76 @@ class VideoTargets:
         return cls(**values)
 
 
-def from_flows(video_id: str, label: int, path: str, decoded: DecodedVideo, targets: np.ndarray,
-               estimator_params: dict[str, Any], identity: str = "") -> VideoTargets:
-    """The record of a decoded video whose targets were computed (rejected when they are not finite)."""
-    params = json.dumps(estimator_params, sort_keys=True)
-    if not np.isfinite(targets).all():
-        return VideoTargets(video_id, label, path, "rejected", "the flow estimator produced non-finite flow",
-                            n_decoded=decoded.n_decoded, estimator_params=params, identity=identity)
-    frames = np.stack([decoded.frame(s) for s in decoded.sample_indices])
-    return VideoTargets.from_targets(video_id, label, path, frames, targets, decoded.sample_indices,
-                                     n_decoded=decoded.n_decoded, estimator_params=params, identity=identity)
+class VideoFlows:
+    """One video's consecutive flows as they arrive (in any order, in any batch): its target sums and,
+    per pair, what the damage checks need (:mod:`pipeline.data.damage`)."""
+
+    def __init__(self, decoded: DecodedVideo):
+        self.decoded = decoded
+        self.sums = TargetSums(decoded.sample_indices)
+        self.residual: dict[int, float] = {}
+        self.magnitude: dict[int, float] = {}
+
+    def add(self, start: int, flow: np.ndarray) -> None:
+        self.sums.add(start, flow)
+        self.residual[start], self.magnitude[start] = pair_stats(self.decoded.frame(start),
+                                                                 self.decoded.frame(start + 1), flow)
+
+    @property
+    def done(self) -> bool:
+        return self.sums.done
+
+    def damage(self) -> Damage:
+        d = self.decoded
+        needed = set(d.frame_indices)
+        flow_pairs = sorted(set(outliers(self.residual, floor=RESIDUAL_FLOOR))
+                            | set(outliers(self.magnitude, floor=MAGNITUDE_FLOOR)))
+        return Damage({t: e for t, e in d.report.decoder_errors.items() if t in needed}, list(d.transient),
+                      flow_pairs)
+
+    def result(self, video_id: str, label: int, path: str, estimator_params: dict[str, Any], identity: str = "",
+               max_dropped: float = MAX_DROPPED) -> "VideoTargets":
+        """The video's record: its samples that no damage touches, or why it was rejected."""
+        d, common = self.decoded, dict(n_decoded=self.decoded.n_decoded, identity=identity,
+                                       estimator_params=json.dumps(estimator_params, sort_keys=True))
+        targets = self.sums.targets()
+        if not np.isfinite(targets).all():
+            return VideoTargets(video_id, label, path, "rejected", "the flow estimator produced non-finite flow",
+                                **common)
+        damage = self.damage()
+        kept, dropped = kept_samples(d.sample_indices, damage.frames())
+        notes = [n for n in (_truncation(d), damage.describe()) if n]
+        if len(dropped) > max_dropped * len(d.sample_indices) or not kept:
+            return VideoTargets(video_id, label, path, "rejected", f"damaged: {len(dropped)} of "
+                                f"{len(d.sample_indices)} samples touch damaged frames; " + "; ".join(notes),
+                                dropped=np.asarray(dropped, np.int64), **common)
+        rows = [d.sample_indices.index(s) for s in kept]
+        frames = np.stack([d.frame(s) for s in kept])
+        status = "partial" if dropped or d.report.truncated else "ok"
+        if dropped:
+            notes.insert(0, f"dropped the samples at frames {', '.join(map(str, dropped))} ({len(dropped)} of "
+                            f"{len(d.sample_indices)})")
+        return VideoTargets.from_targets(video_id, label, path, frames, targets[rows], kept, status=status,
+                                         reason="; ".join(notes), dropped=np.asarray(dropped, np.int64),
+                                         fingerprint=fingerprint(frames), **common)
+
+
+def _truncation(decoded: DecodedVideo) -> str:
+    r = decoded.report
+    return (f"truncated: the container declares {r.declared} frames, {r.decoded} decode (the decoded part is "
+            "used)") if r.truncated else ""
+
+
+def fingerprint(frames: np.ndarray, k: int = 4) -> np.ndarray:
+    """(k,) uint64 difference hashes of ``k`` frames spread over the video (near-duplicate videos
+    have close hashes: the leakage check compares them across splits)."""
+    picks = np.linspace(0, len(frames) - 1, min(k, len(frames))).round().astype(int)
+    hashes = []
+    for i in picks:
+        small = cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY), (9, 8), interpolation=cv2.INTER_AREA)
+        bits = (small[:, 1:] > small[:, :-1]).ravel()
+        hashes.append(int(np.packbits(bits).view(">u8")[0]))
+    return np.asarray(hashes + [0] * (k - len(hashes)), np.uint64)
 
 
 def video_targets(video: str | Path, sampling: Sampling, estimator: FlowEstimator, video_id: str = "video",
@@ -158,5 +232,10 @@ def video_targets(video: str | Path, sampling: Sampling, estimator: FlowEstimato
         decoded = decode_samples(video, sampling)
     except VideoError as exc:
         return VideoTargets(video_id, label, str(video), "rejected", str(exc))
-    targets = flow_targets(decoded.frames, decoded.frame_indices, decoded.sample_indices, estimator)
-    return from_flows(video_id, label, str(video), decoded, targets, estimator.params())
+    starts = consecutive_pairs(decoded.sample_indices)
+    flows = estimator.estimate(np.stack([decoded.frame(s) for s in starts]),
+                               np.stack([decoded.frame(s + 1) for s in starts]))
+    flowing = VideoFlows(decoded)
+    for s, flow in zip(starts, flows):
+        flowing.add(s, flow)
+    return flowing.result(video_id, label, str(video), estimator.params())

@@ -313,8 +313,8 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
     return centres
 
 
-def _sq_dist(points: np.ndarray, centres: np.ndarray, chunk: int = 100_000) -> np.ndarray:
-    """(P, D), (k, D) -> (P, k) squared distances, in chunks to bound memory."""
+def _sq_dist(points: np.ndarray, centres: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """(P, D), (k, D) -> (P, k) squared distances, in chunks to bound the temporaries."""
     out = np.empty((len(points), len(centres)))
     for s in range(0, len(points), chunk):
         out[s:s + chunk] = ((points[s:s + chunk, None, :] - centres[None]) ** 2).sum(-1)
@@ -389,8 +389,8 @@ class CodebookClassifier:
     def _fit_codebook(self, train: Samples) -> None:
         n = min(len(train), self.kmeans_samples)
         positions = np.sort(np.random.default_rng(self.seed).choice(len(train), size=n, replace=False))
-        points = [cell_flows(train.read(positions[s:s + 256])[1], self.grid).reshape(-1, 2).numpy()
-                  for s in range(0, n, 256)]
+        points = [cell_flows(train.read(positions[s:s + 32])[1], self.grid).reshape(-1, 2).numpy()
+                  for s in range(0, n, 32)]
         self.codebook_, _ = kmeans(np.concatenate(points), self.n_codewords, seed=self.seed)
         if len(self.codebook_) < self.n_codewords:
             log.info("codebook: only %d distinct cell flows, using %d codewords", *[len(self.codebook_)] * 2)

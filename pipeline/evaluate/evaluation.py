@@ -238,8 +238,8 @@ class Scoring:
             self.chosen.add(title, row)
             self.other.add(title, M.image_metrics(truth, other[k], masks[k]))
             self.per_image.writerow(M.csv_row(row | self.meta(int(i)), self.per_image.fieldnames))
-            if int(i) in self.figure:
-                self.figure[int(i)][title] = chosen[k]
+            if int(i) in self.figure:  # a copy: a view would keep the whole batch alive
+                self.figure[int(i)][title] = chosen[k].copy()
 
 
 def score_test_set(cfg: EvaluateConfig, test: ShardSamples, methods: dict[str, Method], bn_other: Method,
@@ -271,7 +271,7 @@ def _score_batch(cfg: EvaluateConfig, scoring: Scoring, methods: dict[str, Metho
             for k, i in enumerate(batch.positions):
                 scoring.ranking.add(int(i), batch.frames[k], chosen[k], fg[k], batch.flows[k], scoring.meta(int(i)))
                 if int(i) in scoring.figure:
-                    scoring.figure[int(i)]["frame"], scoring.figure[int(i)]["truth"] = batch.frames[k], batch.flows[k]
+                    scoring.figure[int(i)].update(frame=batch.frames[k].copy(), truth=batch.flows[k].copy())
     other_bn = both_treatments(bn_other.predict, batch.frames)[1 if cfg.flip_average else 0]
     for k in range(len(batch.positions)):
         scoring.bn_other.add(IM2FLOW, M.image_metrics(np.nan_to_num(batch.flows[k]), other_bn[k], masks[k]))

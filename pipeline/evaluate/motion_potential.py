@@ -80,10 +80,13 @@ class MotionPotentialRanking:
             row["true_score"] = motion_potential(np.nan_to_num(true_flow), fg_mask)[0]
         self.rows.append(row)
         for heap, key in ((self._top, (score, -image)), (self._bottom, (-score, image))):
-            entry = (*key, image, frame, predicted)
+            if not self.keep or (len(heap) == self.keep and key <= heap[0][:2]):
+                continue
+            # copies: a view would keep the caller's whole batch alive
+            entry = (*key, image, None if frame is None else frame.copy(), predicted.copy())
             if len(heap) < self.keep:
                 heapq.heappush(heap, entry)
-            elif self.keep and entry[:2] > heap[0][:2]:
+            else:
                 heapq.heapreplace(heap, entry)
 
     def ranked(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:

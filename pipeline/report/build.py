@@ -12,6 +12,7 @@ archived alone; the Markdown links the same PNGs by relative path.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -31,8 +32,8 @@ def build_document(inputs: ReportInputs) -> Document:
         title=f"Im2Flow report: {inputs.config.get('name', '?')}",
         lead=sections.lead(inputs, now),
         sections=[sections.flow_prediction(inputs), sections.examples(inputs), sections.motion_potential(inputs),
-                  sections.recognition(inputs), sections.training(inputs), sections.rejected(inputs),
-                  sections.provenance(inputs, now)],
+                  sections.recognition(inputs), sections.training(inputs), sections.data(inputs),
+                  sections.rejected(inputs), sections.provenance(inputs, now)],
     )
 
 
@@ -48,10 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluation", required=True, help="folder written by `im2flow evaluate`")
     p.add_argument("--im2flow", required=True, help="Im2Flow training folder (metrics.csv, loss_curve.png)")
     p.add_argument("--motion-net", required=True, help="motion-net training folder (metrics.json, loss_curve.png)")
+    p.add_argument("--videos", required=True, help="videos.tsv (every video's status)")
     p.add_argument("--rejected", required=True, help="rejected_videos.tsv")
-    p.add_argument("--manifest", required=True, help="manifest.tsv")
+    p.add_argument("--duplicates", required=True, help="near_duplicates.tsv")
     p.add_argument("--config-json", required=True, help="the validated config: inline JSON or a .json/.yaml file")
     p.add_argument("--benchmarks", required=True, help="Snakemake benchmark folder")
+    p.add_argument("--benchmark-files", help="JSON list: the current jobs' benchmark files, relative to --benchmarks")
     p.add_argument("--recognition", help="recognition table.md (Table 2)")
     p.add_argument("--recognition-status", help="why there is no recognition table")
     p.add_argument("--out-html", required=True)
@@ -59,8 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs = ReportInputs(Path(args.evaluation), Path(args.im2flow), Path(args.motion_net), Path(args.rejected),
-                          Path(args.manifest), Path(args.benchmarks), read_config_arg(args.config_json),
-                          Path(args.recognition) if args.recognition else None, args.recognition_status)
+    inputs = ReportInputs(Path(args.evaluation), Path(args.im2flow), Path(args.motion_net), Path(args.videos),
+                          Path(args.rejected), Path(args.duplicates), Path(args.benchmarks),
+                          read_config_arg(args.config_json), Path(args.recognition) if args.recognition else None,
+                          args.recognition_status, json.loads(args.benchmark_files) if args.benchmark_files else None)
     build_report(inputs, args.out_html, args.out_md)
     return 0

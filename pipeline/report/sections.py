@@ -6,7 +6,9 @@ Each function turns one stage's files into a :class:`~pipeline.report.document.S
 
 from __future__ import annotations
 
+import collections
 import csv
+import itertools
 import datetime as _dt
 import importlib.metadata as metadata
 import json
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from pipeline.data.videos import read_records
 from pipeline.evaluate.metrics import METRICS, REGION_TITLES, REGIONS
 from pipeline.report.document import Callout, Code, Definitions, Figure, Figures, Heading, Paragraph, Section, Table
 
@@ -36,17 +40,21 @@ class ReportInputs:
     evaluation: Path  # folder written by `im2flow evaluate`
     im2flow_dir: Path  # Im2Flow training folder (metrics.csv, loss_curve.png)
     motion_net_dir: Path  # motion-net training folder (metrics.json, loss_curve.png)
+    videos: Path  # videos.tsv: every video's status (rule video_lists)
     rejected: Path  # rejected_videos.tsv
-    manifest: Path  # manifest.tsv
+    duplicates: Path  # near_duplicates.tsv
     benchmarks: Path  # Snakemake benchmark folder
     config: dict[str, Any]  # the validated config
     recognition_md: Path | None = None  # Table 2, or None with:
     recognition_status: str | None = None  # why there is no Table 2
+    benchmark_files: list[str] | None = None  # the current jobs' benchmark files (None: every file found)
 
     def __post_init__(self) -> None:
-        for name in ("evaluation", "im2flow_dir", "motion_net_dir", "rejected", "manifest", "benchmarks"):
+        for name in ("evaluation", "im2flow_dir", "motion_net_dir", "videos", "rejected", "duplicates",
+                     "benchmarks"):
             setattr(self, name, Path(getattr(self, name)))
         self.summary = json.loads((self.evaluation / "summary.json").read_text())
+        self.records = read_records(self.videos)
 
 
 def read_csv_rows(path: str | Path, delimiter: str = ",") -> list[dict[str, str]]:
@@ -112,11 +120,21 @@ def examples(inputs: ReportInputs) -> Section:
         "coded (hue = direction, saturation = speed, white = still); one scale per row, the row's largest magnitude.")])
 
 
+def head_and_tail(path: Path, n: int) -> list[dict[str, str]]:
+    """The first and last ``n`` rows of a CSV, read in one pass without holding the rest
+    (motion_potential.csv has a row per test image: 200,000 at UCF-101 scale)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        head = list(itertools.islice(reader, n))
+        tail = collections.deque(reader, maxlen=n)
+    return head + list(tail)
+
+
 def motion_potential(inputs: ReportInputs) -> Section:
     mp = inputs.summary.get("motion_potential", {})
-    rows = read_csv_rows(inputs.evaluation / "motion_potential.csv")
+    rows = head_and_tail(inputs.evaluation / "motion_potential.csv", 5)
     table = [[r["rank"], fmt(r["score"], ".2f"), r.get("label_name", ""), r.get("video_id", ""),
-              r.get("frame_index", ""), fmt(r.get("true_score"), ".2f")] for r in rows[:5] + rows[-5:]]
+              r.get("frame_index", ""), fmt(r.get("true_score"), ".2f")] for r in rows]
     return Section("motion-potential", "Motion potential", [
         Paragraph("Score = Im2Flow's predicted magnitude summed over the foreground, divided by the foreground's area "
                   "(mean predicted motion per foreground pixel). Spearman rank correlation with the same score on the "
@@ -156,6 +174,13 @@ def recognition(inputs: ReportInputs) -> Section:
     return Section("table2", TABLE2_TITLE, blocks + [Paragraph(n, note=True) for n in notes])
 
 
+def _training_seconds(folder: Path) -> str:
+    """Training time from the metrics history (which spans every resumed run), as text."""
+    path = folder / "metrics.csv"
+    rows = head_and_tail(path, 1) if path.is_file() else []
+    return fmt(rows[-1].get("elapsed_s") if rows else None, ".0f")
+
+
 def training(inputs: ReportInputs) -> Section:
     mn_file = inputs.motion_net_dir / "metrics.json"
     mn = json.loads(mn_file.read_text()) if mn_file.is_file() else {}
@@ -164,8 +189,10 @@ def training(inputs: ReportInputs) -> Section:
                                          "Motion-content network training loss")) if p.is_file()]
     return Section("training", "Training", [
         Paragraph(f"Motion-content network test accuracy: **{fmt(mn.get('test_accuracy'), '.3f')}** on "
-                  f"{mn.get('test_samples', '?')} test flow images. Im2Flow: {inputs.summary.get('checkpoint_step')} "
-                  "steps."),
+                  f"{mn.get('test_samples', '?')} test flow images, trained in {_training_seconds(inputs.motion_net_dir)} "
+                  f"s. Im2Flow: {inputs.summary.get('checkpoint_step')} steps in "
+                  f"{_training_seconds(inputs.im2flow_dir)} s of training (every resumed run counted; the timing "
+                  "table's benchmark shows the last job only)."),
         Figures(curves),
     ])
 
@@ -174,21 +201,70 @@ def training(inputs: ReportInputs) -> Section:
 
 
 def dataset_counts(inputs: ReportInputs) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """(videos per split, videos per class and split) from the manifest."""
+    """(usable videos per split, usable videos per class and split): rejected videos are not counted."""
     splits: dict[str, int] = {}
     classes: dict[str, dict[str, int]] = {}
-    for r in read_csv_rows(inputs.manifest, "\t"):
-        split = r.get("split", "?")
-        splits[split] = splits.get(split, 0) + 1
-        per_class = classes.setdefault(r.get("class_name") or r.get("label", "?"), {})
-        per_class[split] = per_class.get(split, 0) + 1
+    for r in inputs.records:
+        per_class = classes.setdefault(r.class_name, {})
+        if r.status == "rejected":
+            continue
+        splits[r.split] = splits.get(r.split, 0) + 1
+        per_class[r.split] = per_class.get(r.split, 0) + 1
     return splits, classes
+
+
+def data(inputs: ReportInputs) -> Section:
+    """The usable data per class, what was left out, possible leakage, and the magnitude clip's fit."""
+    splits, classes = dataset_counts(inputs)
+    partial = sum(r.status == "partial" for r in inputs.records)
+    rejected = sum(r.status == "rejected" for r in inputs.records)
+    samples = {s: sum(r.samples for r in inputs.records if r.split == s) for s in ("train", "test")}
+    empty = [c for c, n in sorted(classes.items()) if not sum(n.values())]
+    blocks: list = [
+        Paragraph(f"{sum(splits.values())} usable videos ({splits.get('train', 0)} train, {splits.get('test', 0)} "
+                  f"test; {partial} of them partly: damaged samples dropped or cut short), {samples['train']:,} "
+                  f"training and {samples['test']:,} test samples. {rejected} videos were rejected (listed below)."),
+        Table(["class", "usable train videos", "usable test videos"],
+              [[c, str(n.get("train", 0)), str(n.get("test", 0))] for c, n in sorted(classes.items())]),
+    ]
+    if empty:
+        blocks.append(Callout(f"**Classes without a usable video:** {', '.join(empty)}.", good=False))
+    blocks += _clip_fit(inputs) + _leakage(inputs)
+    return Section("data", "Data", blocks)
+
+
+def _clip_fit(inputs: ReportInputs) -> list:
+    usable = [r for r in inputs.records if r.status != "rejected" and r.split == "train"]
+    if not usable:
+        return []
+    clip = inputs.config.get("shards", {}).get("magnitude_clip", "?")
+    weights = np.array([r.samples for r in usable], float)
+    over = float(np.average([r.over_clip for r in usable], weights=weights)) if weights.sum() else 0.0
+    p99 = float(np.percentile([r.p99_px for r in usable], 90))
+    text = (f"Magnitude clip {clip} px (`shards.magnitude_clip`): {over:.1%} of the training targets' pixels exceed "
+            f"it and reach the network as {clip} px; 90 % of the training videos have their 99th-percentile "
+            f"magnitude below {p99:.1f} px.")
+    return [Callout(text, good=over <= 0.01)]
+
+
+def _leakage(inputs: ReportInputs) -> list:
+    pairs = read_csv_rows(inputs.duplicates, "\t") if inputs.duplicates.is_file() else []
+    if not pairs:
+        return [Paragraph("No near-duplicate videos across the training and test splits (difference hashes of "
+                          "frames spread over each video).", note=True)]
+    return [Callout(f"**{len(pairs)} near-duplicate pair(s) across the splits**: a test video nearly identical to "
+                    "a training video makes the nearest-neighbour baseline (and any memorising model) look better "
+                    "than it is. Keep related clips in one split (`dataset.group_pattern` for folder datasets).",
+                    good=False),
+            Table(["training video", "test video", "frames matched"],
+                  [[r["train_video"], r["test_video"], r["frames_matched"]] for r in pairs[:50]], text_columns=(0, 1))]
 
 
 def rejected(inputs: ReportInputs) -> Section:
     rows = read_csv_rows(inputs.rejected, "\t")
-    body = Table(["video", "path", "reason"], [[r["video_id"], r["path"], r["reason"]] for r in rows],
-                 text_columns=(0, 1, 2)) if rows else Paragraph("None: every video was usable.")
+    body = Table(["video", "path", "status", "reason"], [[r["video_id"], r["path"], r["status"], r["reason"]]
+                                                         for r in rows],
+                 text_columns=(0, 1, 2, 3)) if rows else Paragraph("None: every video was usable in full.")
     return Section("rejected", f"Rejected videos ({len(rows)})", [body])
 
 
@@ -218,12 +294,18 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def benchmark_timings(bench_dir: str | Path) -> list[dict[str, Any]]:
+def benchmark_timings(bench_dir: str | Path, current: list[str] | None = None) -> list[dict[str, Any]]:
     """Per rule: jobs, total / max wall seconds, total CPU seconds, max RSS (MB), from
-    Snakemake's benchmark TSVs (``benchmarks/<rule>.tsv`` or ``benchmarks/<rule>/**.tsv``)."""
+    Snakemake's benchmark TSVs (``benchmarks/<rule>.tsv`` or ``benchmarks/<rule>/**.tsv``).
+    ``current``: the benchmark files of the workflow's current jobs (relative to ``bench_dir``);
+    files left by jobs that no longer exist (a deleted video, fewer shards) are not counted."""
     bench_dir = Path(bench_dir)
     per_rule: dict[str, dict[str, Any]] = {}
-    for path in sorted(bench_dir.rglob("*.tsv")) if bench_dir.is_dir() else []:
+    found = sorted(bench_dir.rglob("*.tsv")) if bench_dir.is_dir() else []
+    if current is not None:
+        wanted = set(current)
+        found = [p for p in found if p.relative_to(bench_dir).as_posix() in wanted]
+    for path in found:
         rel = path.relative_to(bench_dir)
         rule = rel.parts[0] if len(rel.parts) > 1 else path.stem
         try:
@@ -256,19 +338,17 @@ def provenance(inputs: ReportInputs, now: str) -> Section:
     estimator = config.get("flow", {}).get("estimator", "?")
     params = config.get("flow", {}).get("params", {}).get(estimator, {})
     dataset = config.get("dataset", {})
-    _, classes = dataset_counts(inputs)
     git = git_provenance()
-    timings = benchmark_timings(inputs.benchmarks)
+    timings = benchmark_timings(inputs.benchmarks, inputs.benchmark_files)
     timing_rows = [[t["rule"], str(t["jobs"]), f"{t['total_s']:.1f}", f"{t['max_s']:.1f}", f"{t['cpu_s']:.1f}",
                     f"{t['max_rss_mb']:.0f}"] for t in timings]
-    per_class = ", ".join(f"{c} {'/'.join(str(n.get(x, 0)) for x in ('train', 'test'))}" for c, n in sorted(classes.items()))
     return Section("provenance", "Provenance", [
         Definitions([
             ("git commit", f"`{git['commit']}` (uncommitted changes: {git['dirty']})"),
             ("flow estimator", f"`{estimator}` with `{json.dumps(params, sort_keys=True)}`"),
             ("Im2Flow checkpoint", f"`{s.get('checkpoint')}`, magnitude clip {s.get('magnitude_clip')} px"),
             ("dataset", f"`{dataset.get('root', '?')}` ({dataset.get('layout', '?')} layout, split "
-                        f"{dataset.get('split', '?')}); {per_class} videos (train/test)"),
+                        f"{dataset.get('split', '?')})"),
             ("versions", versions()), ("generated", f"{now} on {platform.node() or '?'}")]),
         Heading(f"Timings per rule (Snakemake benchmarks; total {sum(t['total_s'] for t in timings):.0f} s of job "
                 "wall time)"),
@@ -284,8 +364,9 @@ def lead(inputs: ReportInputs, now: str) -> str:
     h, w = (s.get("frame_size") or ["?", "?"])[:2]
     estimator = inputs.config.get("flow", {}).get("estimator", "?")
     split_text = ", ".join(f"{v} {k}" for k, v in sorted(splits.items()))
-    return (f"{sum(splits.values())} videos ({split_text}), flow by `{estimator}`, {s.get('n_test_images')} test "
-            f"frames of {h}×{w} px. Generated {now}.")
+    rejected = sum(r.status == "rejected" for r in inputs.records)
+    return (f"{sum(splits.values())} usable videos ({split_text}; {rejected} rejected), flow by `{estimator}`, "
+            f"{s.get('n_test_images')} test frames of {h}×{w} px. Generated {now}.")
 
 
 def utc_now() -> str:

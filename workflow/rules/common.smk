@@ -58,7 +58,7 @@ RESOURCE_DEFAULTS = {
     "manifest": {"mem_mb": 1000, "runtime": 30, "disk_mb": 100},
     "shard": {"mem_mb": 4000, "runtime": 120, "disk_mb": 2000},
     "static_shard": {"mem_mb": 4000, "runtime": 120, "disk_mb": 1000},
-    "rejected_videos": {"mem_mb": 500, "runtime": 5, "disk_mb": 10},
+    "video_lists": {"mem_mb": 1000, "runtime": 10, "disk_mb": 10},
     "train_motion_net": {"mem_mb": 4000, "runtime": 60, "disk_mb": 200},
     "train_im2flow": {"mem_mb": 4000, "runtime": 60, "disk_mb": 1000},
     "evaluate": {"mem_mb": 4000, "runtime": 60, "disk_mb": 2000},
@@ -290,6 +290,23 @@ def recognize_config(wildcards):
         if CFG["evaluate"].get(k) is not None
     }
     return as_json(REC | chosen)
+
+
+def current_benchmarks():
+    """The benchmark files of the workflow's current jobs, relative to BENCH."""
+    names = ["train_motion_net.tsv", "train_im2flow.tsv", "evaluate.tsv"]
+    names += [f"shards/{ESTIMATOR}/{s}-{k}.tsv" for s in SPLITS for k in SHARD_IDS]
+    if CFG["demo"]["enabled"]:
+        names.append("demo_dataset.tsv")
+    if REC["enabled"]:
+        names.append(f"recognize/{ESTIMATOR}.tsv")
+        if REC["source"] == "videos":
+            names += [
+                f"static/shards/{ESTIMATOR}/{s}-{k}.tsv"
+                for s in SPLITS
+                for k in SHARD_IDS
+            ]
+    return sorted(names)
 
 
 def report_recognition():

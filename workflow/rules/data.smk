@@ -60,7 +60,7 @@ rule shard:
         member_videos,
     output:
         shard=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.h5",
-        rejected=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.rejected.tsv",
+        videos=f"{RESULTS}/shards/{{estimator}}/{{split}}-{{shard}}.videos.tsv",
     log:
         f"{LOGS}/shards/{{estimator}}/{{split}}-{{shard}}.log",
     benchmark:
@@ -76,7 +76,7 @@ rule shard:
         dataset=DATASET_LINK,
         cache=TARGET_CACHE,
     shell:
-        "im2flow shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected}"
+        "im2flow shard --spec {params.spec} --out {output.shard} --videos-out {output.videos}"
         " --dataset {params.dataset:q} --cache {params.cache:q} --threads {threads} > {log} 2>&1"
 
 
@@ -86,7 +86,7 @@ rule static_shard:
         member_videos,
     output:
         shard=f"{STATIC}/shards/{{estimator}}/{{split}}-{{shard}}.h5",
-        rejected=f"{STATIC}/shards/{{estimator}}/{{split}}-{{shard}}.rejected.tsv",
+        videos=f"{STATIC}/shards/{{estimator}}/{{split}}-{{shard}}.videos.tsv",
     log:
         f"{LOGS}/static/shards/{{estimator}}/{{split}}-{{shard}}.log",
     benchmark:
@@ -102,35 +102,39 @@ rule static_shard:
         dataset=DATASET_LINK,
         cache=TARGET_CACHE,
     shell:
-        "im2flow shard --spec {params.spec} --out {output.shard} --rejected-out {output.rejected}"
+        "im2flow shard --spec {params.spec} --out {output.shard} --videos-out {output.videos}"
         " --dataset {params.dataset:q} --cache {params.cache:q} --threads {threads} > {log} 2>&1"
 
 
-rule rejected_videos:
+# What became of every video: usable or not (and why), near-duplicates across the splits.
+rule video_lists:
     input:
         expand(
-            f"{RESULTS}/shards/{ESTIMATOR}/{{split}}-{{shard}}.rejected.tsv",
+            f"{RESULTS}/shards/{ESTIMATOR}/{{split}}-{{shard}}.videos.tsv",
             split=SPLITS,
             shard=SHARD_IDS,
         ),
     output:
-        f"{RESULTS}/rejected_videos.tsv",
+        videos=f"{RESULTS}/videos.tsv",
+        rejected=f"{RESULTS}/rejected_videos.tsv",
+        duplicates=f"{RESULTS}/near_duplicates.tsv",
     log:
-        f"{LOGS}/rejected_videos.log",
+        f"{LOGS}/video_lists.log",
     conda:
         ENV
     threads: 1
     resources:
-        **RES["rejected_videos"],
+        **RES["video_lists"],
     shell:
-        "im2flow rejected {input} --out {output} > {log} 2>&1"
+        "im2flow videos {input} --videos-out {output.videos} --rejected-out {output.rejected}"
+        " --duplicates-out {output.duplicates} > {log} 2>&1"
 
 
 rule prepare_data:
     input:
         SHARDS,
         f"{RESULTS}/manifest.tsv",
-        f"{RESULTS}/rejected_videos.tsv",
+        rules.video_lists.output,
 
 
 FINAL_TARGETS.extend(rules.prepare_data.input)

@@ -10,7 +10,9 @@ rule report:
         im2flow_curve=rules.train_im2flow.output.curve,
         motion_net_metrics=rules.train_motion_net.output.metrics,
         motion_net_curve=rules.train_motion_net.output.curve,
-        rejected=f"{RESULTS}/rejected_videos.tsv",
+        videos=rules.video_lists.output.videos,
+        rejected=rules.video_lists.output.rejected,
+        duplicates=rules.video_lists.output.duplicates,
         recognition=report_recognition()[0],
     output:
         html=f"{RESULTS}/report/report.html",
@@ -28,14 +30,14 @@ rule report:
         im2flow=lambda wc, input: os.path.dirname(input.im2flow_metrics),
         motion_net=lambda wc, input: os.path.dirname(input.motion_net_metrics),
         benchmarks=BENCH,
-        # a param, not an input: every change to the manifest reaches the report through the shards anyway,
-        # and as an input behind the demo checkpoint Snakemake 9 always plans the report again
-        manifest=f"{RESULTS}/manifest.tsv",
+        # only the current jobs' timings count (a deleted video's or a dropped shard's file does not)
+        benchmark_files=lambda wc: as_json(current_benchmarks()),
         recognition=report_recognition_args,
     shell:
         "im2flow report --evaluation {params.evaluation} --im2flow {params.im2flow} --motion-net {params.motion_net}"
-        " --rejected {input.rejected} --manifest {params.manifest} --config-json {params.config}"
-        " --benchmarks {params.benchmarks} {params.recognition} --out-html {output.html} --out-md {output.md}"
+        " --videos {input.videos} --rejected {input.rejected} --duplicates {input.duplicates}"
+        " --config-json {params.config} --benchmarks {params.benchmarks}"
+        " --benchmark-files {params.benchmark_files} {params.recognition} --out-html {output.html} --out-md {output.md}"
         " > {log} 2>&1"
 
 
