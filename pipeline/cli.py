@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import logging
 import os
 import resource
-import logging
 import sys
+
+from pipeline import lifetime
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("pipeline.predict", "hallucinate flow for still images"),
     "recognize": ("pipeline.recognize.experiment", "static-image action recognition with hallucinated motion (Table 2)"),
     "report": ("pipeline.report.build", "the HTML/Markdown report"),
+    "run": ("pipeline.run", "the workflow (Snakemake) from anywhere, clearing a killed run's lock"),
 }
 
 
@@ -65,11 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get(PEAK_MEMORY_ENV):  # benchmarks: the stage's peak memory, written at exit
         atexit.register(_write_peak_memory, os.environ[PEAK_MEMORY_ENV])
     command = next((a for a in argv if a in COMMANDS), None)
+    extra: list[str] = []
+    if command == "run" and "--" in argv:  # `im2flow run ... -- <Snakemake options>`
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     args = build_parser(command).parse_args(argv)
+    args.extra = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command != "run":  # a stage: stop with Snakemake, clean up on SIGTERM
+        lifetime.exit_on_sigterm()
+        lifetime.watch_snakemake()
     return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
 
 

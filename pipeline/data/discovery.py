@@ -126,9 +126,14 @@ def _find_one(root: Path, names: list[str], what: str) -> Path:
     raise FileNotFoundError(f"{what} not found under {root} (looked for {names})")
 
 
+class DiscoveryError(ValueError):
+    """A dataset folder that yields nothing to train on; the message says what was looked for."""
+
+
 def discover(root: str | Path, layout: str = "ucf101", split: int = 1, splits_dir: str | Path | None = None,
-             test_fraction: float = 0.25) -> list[Video]:
-    """List the videos under ``root`` with class, label and split."""
+             test_fraction: float = 0.25, group_pattern: str | None = None) -> list[Video]:
+    """List the videos under ``root`` with class, label and split; DiscoveryError when there is
+    nothing to train and test on (checked before any job runs)."""
     root = Path(root)
     if layout not in LAYOUTS:
         raise ValueError(f"dataset.layout must be one of {LAYOUTS}, got {layout!r}")
@@ -136,53 +141,89 @@ def discover(root: str | Path, layout: str = "ucf101", split: int = 1, splits_di
         raise FileNotFoundError(f"dataset root {root} is not a directory")
     split_root = Path(splits_dir) if splits_dir else root
     relpaths = _video_files(root)
-    videos: list[Video] = []
-
     if layout == "ucf101":
-        classes = parse_ucf_class_index(_find_one(split_root, ["classInd.txt"], "classInd.txt"))
-        train = set(parse_ucf_split_list(_find_one(split_root, [f"trainlist{split:02d}.txt"], "train list")))
-        test = set(parse_ucf_split_list(_find_one(split_root, [f"testlist{split:02d}.txt"], "test list")))
-        label_of = {c: i for i, c in enumerate(classes)}
-        for rel in relpaths:
-            class_name = Path(rel).parent.name
-            if class_name not in label_of:
-                log.warning("%s: class folder %r is not in classInd.txt; skipped", root / rel, class_name)
-                continue
-            which = "train" if rel in train else "test" if rel in test else "unused"
-            videos.append(_video(root, rel, class_name, label_of[class_name], which))
+        videos = _ucf101(root, split_root, split, relpaths)
     elif layout == "hmdb51":
-        classes = sorted({Path(r).parent.name for r in relpaths if "/" in r})
-        label_of = {c: i for i, c in enumerate(classes)}
-        codes: dict[str, dict[str, int]] = {}
-        for class_name in classes:
-            matches = sorted(split_root.rglob(f"{class_name}_test_split{split}.txt"))
-            codes[class_name] = parse_hmdb_split(matches[0]) if matches else {}
-            if not matches:
-                log.warning("no split file %s_test_split%d.txt under %s", class_name, split, split_root)
-        for rel in relpaths:
-            if "/" not in rel:
-                continue
-            class_name = Path(rel).parent.name
-            code = codes[class_name].get(Path(rel).name, 0)
-            which = {1: "train", 2: "test"}.get(code, "unused")
-            videos.append(_video(root, rel, class_name, label_of[class_name], which))
+        videos = _hmdb51(root, split_root, split, relpaths)
     else:
-        classes = sorted({Path(r).parent.name for r in relpaths if "/" in r})
-        label_of = {c: i for i, c in enumerate(classes)}
-        for rel in relpaths:
-            if "/" not in rel:
-                log.warning("%s: not inside a class folder; skipped", root / rel)
-                continue
-            vid = video_id(rel)
-            which = "test" if (stable_hash(vid) % 10_000) / 10_000 < test_fraction else "train"
-            videos.append(_video(root, rel, Path(rel).parent.name, label_of[Path(rel).parent.name], which))
-
-    ids = [v.video_id for v in videos]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate video ids under {root}: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    log.info("%s: %d videos in %d classes (%d train, %d test)", root, len(videos), len(classes),
+        videos = _folder(root, relpaths, test_fraction, group_pattern)
+    _check_usable(root, layout, relpaths, videos)
+    log.info("%s: %d videos in %d classes (%d train, %d test)", root, len(videos), len(class_names(videos)),
              sum(v.split == "train" for v in videos), sum(v.split == "test" for v in videos))
     return videos
+
+
+def _ucf101(root: Path, split_root: Path, split: int, relpaths: list[str]) -> list[Video]:
+    classes = parse_ucf_class_index(_find_one(split_root, ["classInd.txt"], "classInd.txt"))
+    train = set(parse_ucf_split_list(_find_one(split_root, [f"trainlist{split:02d}.txt"], "train list")))
+    test = set(parse_ucf_split_list(_find_one(split_root, [f"testlist{split:02d}.txt"], "test list")))
+    label_of = {c: i for i, c in enumerate(classes)}
+    videos = []
+    for rel in relpaths:
+        class_name = Path(rel).parent.name
+        if class_name not in label_of:
+            log.warning("%s: class folder %r is not in classInd.txt; skipped", root / rel, class_name)
+            continue
+        which = "train" if rel in train else "test" if rel in test else "unused"
+        videos.append(_video(root, rel, class_name, label_of[class_name], which))
+    return videos
+
+
+def _hmdb51(root: Path, split_root: Path, split: int, relpaths: list[str]) -> list[Video]:
+    classes = sorted({Path(r).parent.name for r in relpaths if "/" in r})
+    label_of = {c: i for i, c in enumerate(classes)}
+    codes: dict[str, dict[str, int]] = {}
+    for class_name in classes:
+        matches = sorted(split_root.rglob(f"{class_name}_test_split{split}.txt"))
+        codes[class_name] = parse_hmdb_split(matches[0]) if matches else {}
+        if not matches:
+            log.warning("no split file %s_test_split%d.txt under %s", class_name, split, split_root)
+    videos = []
+    for rel in relpaths:
+        if "/" in rel:
+            class_name = Path(rel).parent.name
+            which = {1: "train", 2: "test"}.get(codes[class_name].get(Path(rel).name, 0), "unused")
+            videos.append(_video(root, rel, class_name, label_of[class_name], which))
+    return videos
+
+
+def _folder(root: Path, relpaths: list[str], test_fraction: float, group_pattern: str | None) -> list[Video]:
+    """Class = parent folder; split by a stable hash of the video id, or of its group when
+    ``group_pattern`` (a regex on the relative path: its first group, else the whole match) names
+    the clips that belong together (the same scene filmed twice, a clip and its copy)."""
+    classes = sorted({Path(r).parent.name for r in relpaths if "/" in r})
+    label_of = {c: i for i, c in enumerate(classes)}
+    pattern = re.compile(group_pattern) if group_pattern else None
+    videos = []
+    for rel in relpaths:
+        if "/" not in rel:
+            log.warning("%s: not inside a class folder; skipped", root / rel)
+            continue
+        match = pattern.search(rel) if pattern else None
+        key = (match.group(1) if match.groups() else match.group(0)) if match else video_id(rel)
+        which = "test" if (stable_hash(key) % 10_000) / 10_000 < test_fraction else "train"
+        videos.append(_video(root, rel, Path(rel).parent.name, label_of[Path(rel).parent.name], which))
+    return videos
+
+
+def _check_usable(root: Path, layout: str, relpaths: list[str], videos: list[Video]) -> None:
+    """Stop now, saying what was looked for, when the dataset gives nothing to train or test on."""
+    where = {"folder": f"{root}/<class>/<video>", "ucf101": f"{root}/<class>/<video> listed in the split files",
+             "hmdb51": f"{root}/<class>/<video> listed in <class>_test_split<N>.txt"}[layout]
+    if not relpaths:
+        raise DiscoveryError(f"no video files under {root} (looked for {', '.join(VIDEO_EXTENSIONS)} files in "
+                             f"class folders, {where})")
+    ids = [v.video_id for v in videos]
+    if len(set(ids)) != len(ids):
+        raise DiscoveryError(f"duplicate video ids under {root}: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    if not videos:
+        raise DiscoveryError(f"{len(relpaths)} video files under {root} but none in a class ({where})")
+    if all(v.size == 0 for v in videos):
+        raise DiscoveryError(f"every one of the {len(videos)} video files under {root} is empty (0 bytes)")
+    for split in ("train", "test"):
+        if not any(v.split == split for v in videos):  # data preparation can go on; training or evaluation cannot
+            log.warning("no %s videos under %s (%d videos in %d classes)", split, root, len(videos),
+                        len(class_names(videos)))
 
 
 def _video(root: Path, rel: str, class_name: str, label: int, split: str) -> Video:
@@ -220,10 +261,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--splits-dir", type=Path, default=None)
     p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--group-pattern", default=None, help="folder layout: regex naming the clips kept in one split")
     p.add_argument("--out", required=True, type=Path, help="manifest TSV to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    videos = discover(args.root, args.layout, args.split, args.splits_dir, args.test_fraction)
+    videos = discover(args.root, args.layout, args.split, args.splits_dir, args.test_fraction, args.group_pattern)
     write_manifest(videos, args.out)
     return 0

@@ -176,8 +176,8 @@ class VideoFlows:
         needed = set(d.frame_indices)
         flow_pairs = sorted(set(outliers(self.residual, floor=RESIDUAL_FLOOR))
                             | set(outliers(self.magnitude, floor=MAGNITUDE_FLOOR)))
-        return Damage({t: e for t, e in d.report.decoder_errors.items() if t in needed}, list(d.transient),
-                      flow_pairs)
+        return Damage.of({t: e for t, e in d.report.decoder_errors.items() if t in needed}, list(d.transient),
+                         flow_pairs)
 
     def result(self, video_id: str, label: int, path: str, estimator_params: dict[str, Any], identity: str = "",
                max_dropped: float = MAX_DROPPED) -> "VideoTargets":
@@ -190,10 +190,12 @@ class VideoFlows:
                                 **common)
         damage = self.damage()
         kept, dropped = kept_samples(d.sample_indices, damage.frames())
+        kept = [s for s in kept if not damage.spans_cut(s, FUTURE)]
         notes = [n for n in (_truncation(d), damage.describe()) if n]
         if len(dropped) > max_dropped * len(d.sample_indices) or not kept:
-            return VideoTargets(video_id, label, path, "rejected", f"damaged: {len(dropped)} of "
-                                f"{len(d.sample_indices)} samples touch damaged frames; " + "; ".join(notes),
+            why = (f"damaged: {len(dropped)} of {len(d.sample_indices)} samples touch damaged frames" if dropped
+                   else "every sample spans a shot cut")
+            return VideoTargets(video_id, label, path, "rejected", why + "; " + "; ".join(notes),
                                 dropped=np.asarray(dropped, np.int64), **common)
         rows = [d.sample_indices.index(s) for s in kept]
         frames = np.stack([d.frame(s) for s in kept])

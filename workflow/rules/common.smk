@@ -10,7 +10,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from pipeline.config import ConfigError, validate
-from pipeline.data.discovery import ID_PATTERN, class_names, discover, read_manifest
+from pipeline.data.discovery import (
+    ID_PATTERN,
+    DiscoveryError,
+    class_names,
+    discover,
+    read_manifest,
+)
 from pipeline.data.shards import shard_of
 
 REPO = Path(workflow.basedir).parent
@@ -108,13 +114,17 @@ def dataset_videos():
         if DATASET["manifest"]:
             videos = read_manifest(DATASET["manifest"])
         else:
-            videos = discover(
-                DATASET["root"],
-                DATASET["layout"],
-                DATASET["split"],
-                DATASET["splits_dir"],
-                DATASET["test_fraction"],
-            )
+            try:
+                videos = discover(
+                    DATASET["root"],
+                    DATASET["layout"],
+                    DATASET["split"],
+                    DATASET["splits_dir"],
+                    DATASET["test_fraction"],
+                    DATASET["group_pattern"],
+                )
+            except (DiscoveryError, FileNotFoundError) as exc:  # before any job runs
+                raise WorkflowError(f"dataset {DATASET['root']}: {exc}")
         _VIDEOS["all"] = {v.video_id: v for v in videos}
     return _VIDEOS["all"]
 

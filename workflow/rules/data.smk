@@ -46,10 +46,15 @@ rule manifest:
         split=DATASET["split"],
         splits_dir=lambda wc: shlex.quote(DATASET["splits_dir"] or DATASET_LINK),
         test_fraction=DATASET["test_fraction"],
+        group=lambda wc: (
+            f"--group-pattern {shlex.quote(DATASET['group_pattern'])}"
+            if DATASET["group_pattern"]
+            else ""
+        ),
         digest=dataset_digest,
     shell:
         "im2flow discover --root {params.root} --layout {params.layout} --split {params.split}"
-        " --splits-dir {params.splits_dir} --test-fraction {params.test_fraction} --out {output} > {log} 2>&1"
+        " --splits-dir {params.splits_dir} --test-fraction {params.test_fraction} {params.group} --out {output} > {log} 2>&1"
 
 
 # One job per shard: the flow targets of its member videos (decoded ahead, estimator batches
