@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from pipeline.data.shards import write_shard  # noqa: E402
 from pipeline.data.targets import VideoTargets  # noqa: E402
+from pipeline.data.videos import VideoRecord, write_records, write_rejected  # noqa: E402
 
 CLASSES = [f"FakeAction{c + 1:03d}" for c in range(101)]  # --classes takes the first N (tests)
 SAMPLES_PER_VIDEO = 53  # configs/ucf101.yaml: frames.per_video
@@ -205,22 +206,26 @@ def run_stages(n: int, n_test: int, n_static: tuple[int, int], split: dict, stil
 
 
 def report_argv(work: Path, n: int, n_test: int) -> list[str]:
-    manifest = work / "manifest.tsv"
-    lines = ["video_id\trelpath\tclass_name\tlabel\tsplit\tsize\tmtime_ns"]
+    """The report's inputs as the DAG makes them: one line a video in videos.tsv (what the flow jobs
+    would have listed), empty rejected and near-duplicate lists."""
+    records = []
     for split, count, first in (("train", n, 0), ("test", n_test, 10**5)):
         for v in range(math.ceil(count / SAMPLES_PER_VIDEO)):
             label = (first + v) % len(CLASSES)
             vid = f"{CLASSES[label]}/v_{first + v:06d}"
-            lines.append(f"{vid}\t{vid}.avi\t{CLASSES[label]}\t{label}\t{split}\t1\t1")
-    manifest.write_text("\n".join(lines) + "\n")
-    (work / "rejected.tsv").write_text("video_id\tpath\treason\n")
+            records.append(VideoRecord(vid, f"{vid}.avi", label, CLASSES[label], split, "ok", SAMPLES_PER_VIDEO, "",
+                                       15.0, 0.0, ""))
+    write_records(records, work / "videos.tsv")
+    write_rejected(records, work / "rejected.tsv")
+    (work / "near_duplicates.tsv").write_text("train_video\ttest_video\tframes_matched\n")
     (work / "benchmarks").mkdir(exist_ok=True)
     models = work / "models"
     return ["report", "--evaluation", str(work / "evaluation"), "--im2flow", str(models / "im2flow"),
-            "--motion-net", str(models / "motion_net"), "--rejected", str(work / "rejected.tsv"), "--manifest",
-            str(manifest), "--config-json", json.dumps({"name": "rehearsal"}), "--benchmarks",
-            str(work / "benchmarks"), "--recognition", str(work / "recognition" / "table.md"), "--out-html",
-            str(work / "report" / "report.html"), "--out-md", str(work / "report" / "report.md")]
+            "--motion-net", str(models / "motion_net"), "--videos", str(work / "videos.tsv"), "--rejected",
+            str(work / "rejected.tsv"), "--duplicates", str(work / "near_duplicates.tsv"), "--config-json",
+            json.dumps({"name": "rehearsal"}), "--benchmarks", str(work / "benchmarks"), "--recognition",
+            str(work / "recognition" / "table.md"), "--out-html", str(work / "report" / "report.html"),
+            "--out-md", str(work / "report" / "report.md")]
 
 
 # ----------------------------------------------------------------------------- table and projection

@@ -126,3 +126,26 @@ def test_dangling_link_is_listed_for_the_frames_stage_to_reject(tmp_path):
     os.symlink(tmp_path / "missing.avi", root / "a" / "gone.avi")
     videos = {v.relpath: v for v in d.discover(root, "folder")}
     assert videos["a/gone.avi"].size == -1
+
+
+def test_an_empty_or_classless_folder_fails_early_saying_what_was_looked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(d.DiscoveryError, match="no video files under .*empty.*looked for"):
+        d.discover(tmp_path / "empty", "folder")
+    touch(tmp_path / "flat", "clip.mp4")          # videos, but no class folder around them
+    with pytest.raises(d.DiscoveryError, match="none in a class"):
+        d.discover(tmp_path / "flat", "folder")
+
+
+def test_group_pattern_keeps_one_recordings_clips_in_one_split(tmp_path):
+    root = tmp_path / "clips"
+    for g in range(30):
+        for c in range(3):
+            touch(root, f"jump/v_jump_g{g:02d}_c{c:02d}.avi")
+    grouped = d.discover(root, "folder", test_fraction=0.3, group_pattern=r"_g(\d+)_")
+    splits: dict[str, set[str]] = {}
+    for v in grouped:
+        splits.setdefault(v.relpath.split("_g")[1][:2], set()).add(v.split)
+    assert all(len(s) == 1 for s in splits.values()) and {"train", "test"} <= {v.split for v in grouped}
+    ungrouped = d.discover(root, "folder", test_fraction=0.3)
+    assert any(len({v.split for v in ungrouped if f"_g{g:02d}_" in v.relpath}) == 2 for g in range(30))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -45,6 +46,10 @@ def test_predict_photo_writes_three_outputs_and_flo_round_trips(checkpoint, phot
     assert main(["predict", str(photo), "--checkpoint", str(checkpoint), "--out", str(out), "--threads", "1"]) == 0
     flo, encoded, color = out / "chelsea.flo", out / "chelsea_flow.png", out / "chelsea_color.png"
     assert flo.is_file() and encoded.is_file() and color.is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (flo, encoded, color):  # readable by the group and others, as the umask allows (not 0600)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(path.stat().st_mode))
     flow = read_flo(flo)
     assert flow.shape == (300, 451, 2) and np.isfinite(flow).all() and np.abs(flow).max() > 0
     via_cv2 = cv2.readOpticalFlow(str(flo))

@@ -228,3 +228,28 @@ def test_cli_on_a_still_image_folder_with_a_transferred_checkpoint(tmp_path):
     assert "Appearance + Motion (Ours-UCF)" in names
     assert not any("Ground-truth" in n for n in names)   # still images have no true flow: no upper bound row
     assert all(t["repeats"] == "2" and t["static_dataset"] == "stills" for t in table)
+
+
+@pytest.mark.parametrize("layout, words", [
+    ({"a": (6, 2), "b": (2, 2)}, "fewer than recognize.min_train_per_class = 3 training images: b (2)"),
+    ({"a": (6, 2), "b": (6, 2), "c": (0, 2)}, "test class(es) with no training image: c"),
+])
+def test_recognition_refuses_a_meaningless_set_and_says_why(tmp_path, layout, words):
+    """Too few training images in a class, or a test class never seen in training: no table, no
+    fusion weight claimed; table.md and metrics.json say why (the report shows table.md)."""
+    root = tmp_path / "stills"
+    for c, (n_train, n_test) in layout.items():
+        for split, n in (("train", n_train), ("test", n_test)):
+            for i in range(n):
+                _write_image(root / split / c / f"{i}.png", [40 * i, 200, 90], size=(24, 24))
+        (root / "train" / c).mkdir(parents=True, exist_ok=True)
+    config = json.dumps({"backbone": "tiny", "pretrained": None, "epochs": 1, "batch_size": 4, "enabled": True,
+                         "source": "images", "threads": 1, "min_train_per_class": 3})
+    code = cli_main(["recognize", "--images-root", str(root), "--image-size", "24", "24", "--im2flow",
+                     str(_tiny_im2flow(tmp_path / "ckpt.pt")), "--config-json", config, "--out-dir",
+                     str(tmp_path / "out")])
+    assert code == 0
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert table.startswith("**Not run.** Recognition refused") and words in table
+    assert "validation" not in table and "fusion" not in table
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["refused"] in table

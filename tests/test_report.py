@@ -197,3 +197,15 @@ def test_demo_dag_ends_in_the_report(tmp_path):
     # Snakemake still lists the output-less target rule `all`, which runs no command)
     dry = run_snakemake(tmp_path, config, "-n")
     assert set(planned_jobs(dry)) <= {"all"}, dry.stdout[-3000:]
+
+
+def test_a_refused_recognition_is_explained_in_the_report(tmp_path):
+    """The recognize job wrote its refusal as table.md: the report's Table 2 section is that reason."""
+    paths = fake_stage_outputs(tmp_path)
+    rec = tmp_path / "table.md"
+    rec.write_text("**Not run.** Recognition refused: test class(es) with no training image: Jump.\n")
+    build_report(_inputs(paths, recognition_md=rec), tmp_path / "r.html", tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    section = md.split("Static-image action recognition (Table 2)")[1]
+    assert "Recognition refused: test class(es) with no training image: Jump" in section
+    assert "validation" not in section.split("##")[0]

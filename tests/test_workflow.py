@@ -181,17 +181,46 @@ def test_flow_job_killed_midway_keeps_the_videos_it_finished(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and len(list(cache.rglob("*.npz"))) < 3:
         time.sleep(0.01)
-    finished = {p.name for p in cache.rglob("*.npz")}
+    finished = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
     killed = _kill_jobs(tmp_path, "im2flow shard")
     run.wait(timeout=120)
     assert killed and 3 <= len(finished) < 24, finished
     shards = tmp_path / "results" / "t" / "shards" / "tvl1"
     assert not any(is_complete(p) for p in shards.glob(".*partial"))
     run_snakemake(tmp_path, config, "--rerun-incomplete", "prepare_data")
+    # every video finished before the kill is reused as it was (never recomputed), the others computed
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    assert len(list(cache.rglob("*.npz"))) == 24
     logs = _shard_logs(tmp_path / "results" / "t")
     reused = sum(int(m[1]) for text in logs.values()
                  for m in re.findall(r"(\d+) videos: (\d+) reused from the cache", text)[-1:])
-    assert reused >= len(finished) and reused + sum(_computed(text) for text in logs.values()) == 24
+    assert reused + sum(_computed(text) for text in logs.values()) == 24
     ds = ShardDataset(sorted(shards.glob("*.h5")))
     ids = [ds.read(i)[3] for i in range(len(ds))]
     assert len(set(ids)) == 24 and len(ids) == 24 * 3
+
+
+def test_moving_the_dataset_root_reruns_nothing(tmp_path):
+    """The same files under another root (moved, or re-mounted elsewhere): the jobs name videos by
+    their path relative to the root and read them through results/<name>/dataset, so nothing reruns."""
+    from pipeline.data.demo import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data" / "first", videos_per_class=2, test_groups=1, n_frames=12, seed=3)
+    config = small_config("data/first", name="t", demo=False)
+    run_snakemake(tmp_path, config, "prepare_data")
+    (tmp_path / "data" / "first").rename(tmp_path / "data" / "moved")
+    moved = json.loads(json.dumps(config))
+    moved["dataset"]["root"] = str(tmp_path / "data" / "moved")    # now an absolute path, elsewhere
+    dry = run_snakemake(tmp_path, moved, "-n", "prepare_data")
+    assert set(planned_jobs(dry)) <= {"prepare_data"}, dry.stdout[-3000:]
+    assert os.readlink(tmp_path / "results" / "t" / "dataset") == str(tmp_path / "data" / "moved")
+
+
+def test_an_empty_dataset_folder_stops_before_any_job(tmp_path):
+    (tmp_path / "data" / "empty").mkdir(parents=True)
+    config = small_config("data/empty", name="e", demo=False)
+    config["dataset"]["layout"] = "folder"
+    proc = run_snakemake(tmp_path, config, "prepare_data", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "no video files under" in out and "looked for" in out, out[-3000:]
+    assert not (tmp_path / "results" / "e" / "shards").exists()
