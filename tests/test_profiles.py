@@ -196,9 +196,9 @@ def test_slurm_profile_runs_demo_data_dag_through_sbatch(tmp_path, workstation_r
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", log)
     logs = {Path(p).relative_to(tmp_path / ".snakemake" / "slurm_logs").parts[0] for _, p in submitted}
     # every job went through sbatch: the demo render, the manifest, 4 shard jobs (each the flow of
-    # its member videos, then the shard), the rejected list; never a job per video
+    # its member videos, then the shard), the video lists; never a job per video
     assert len(submitted) == 7, submitted
-    assert logs == {"rule_demo_dataset", "rule_manifest", "rule_shard", "rule_rejected_videos"}, logs
+    assert logs == {"rule_demo_dataset", "rule_manifest", "rule_shard", "rule_video_lists"}, logs
     # finished jobs are still listed by squeue (MinJobAge), their state read without sacct
     ids = [j for j, _ in submitted]
     states = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T", "-j", ",".join(ids)],
