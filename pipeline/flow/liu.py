@@ -250,8 +250,8 @@ def _sor_sweeps_torch(n_sweeps: int, omega: float, wl: Tensor, wr: Tensor, wu: T
 
 
 def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha: float,
-                     n_outer: int, n_inner: int, n_sor: int, omega: float, use_c: bool) -> Tensor:
-    """Liu's SmoothFlowSOR at one level.
+                     n_outer: int, n_inner: int, n_sor: int, omega: float) -> Tensor:
+    """Liu's SmoothFlowSOR at one level, in torch ops (the C++ kernel's reference).
 
     f1, f2: the two images' features, (B, 5, H, W); warped: f2 warped by ``flow``;
     flow: (B, 2, H, W). Returns the refined flow (B, 2, H, W).
@@ -295,10 +295,7 @@ def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha
             bv = -iyt - lap[:, 1:2]
             inv_u = 1.0 / (ix2 + 0.05 * alpha + wsum)
             inv_v = 1.0 / (iy2 + 0.05 * alpha + wsum)
-            if use_c:
-                du, dv = liu_kernel.sor_sweeps(n_sor, omega, wr, wd, bu, bv, ixy, inv_u, inv_v)
-            else:
-                du, dv = _sor_sweeps_torch(n_sor, omega, wl, wr, wu, wd, bu, bv, ixy, inv_u, inv_v, red)
+            du, dv = _sor_sweeps_torch(n_sor, omega, wl, wr, wu, wd, bu, bv, ixy, inv_u, inv_v, red)
         flow = flow + torch.cat((du, dv), 1)
         if count < n_outer - 1:  # the last warp of a level is never read
             warped = _warp(f2, f1, flow)
@@ -313,14 +310,14 @@ def liu_flow(im1: Tensor, im2: Tensor, alpha: float = 0.012, ratio: float = 0.75
     im1(x) ≈ im2(x + flow(x)). Runs on im1's device in im1's floating dtype (float32
     or float64); defaults are those of Liu's demo. Coarser level k (0 finest) runs
     n_outer + k warps and n_sor + 3k SOR sweeps, as in Liu's code.
-    backend: "torch" (SOR in torch ops, any device), "c" (the C++ SOR kernel, CPU
-    only) or "auto" (C++ on CPU when it builds, torch otherwise); the two agree to
-    float rounding.
+    backend: "torch" (torch ops, any device), "c" (each level's warps, IRLS systems
+    and SOR sweeps in the C++ kernel, CPU only) or "auto" (C++ on CPU when it builds,
+    torch otherwise); the two agree to float rounding.
     """
     if backend not in ("auto", "torch", "c"):
         raise ValueError(f"backend must be auto, torch or c, got {backend!r}")
     if backend == "c" and im1.device.type != "cpu":
-        raise ValueError("the C++ SOR backend runs on CPU tensors only")
+        raise ValueError("the C++ backend runs on CPU tensors only")
     use_c = backend == "c" or (backend == "auto" and im1.device.type == "cpu" and liu_kernel.available())
     if im1.shape != im2.shape or im1.dim() != 4 or im1.shape[1] != 3:
         raise ValueError(f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(im1.shape)} and {tuple(im2.shape)}")
@@ -339,11 +336,13 @@ def liu_flow(im1: Tensor, im2: Tensor, alpha: float = 0.012, ratio: float = 0.75
             h, w = f1.shape[-2:]
             if flow is None:
                 flow = torch.zeros((b, 2, h, w), dtype=im1.dtype, device=im1.device)
-                warped = f2
             else:
                 flow = _resize(flow, h, w) * (1.0 / ratio)
-                warped = _warp(f2, f1, flow)
-            flow = _smooth_flow_sor(f1, f2, warped, flow, alpha, n_outer + k, n_inner, n_sor + 3 * k, omega, use_c)
+            if use_c:  # the first warp included (a zero flow warps f2 to itself exactly)
+                flow = liu_kernel.level(f1, f2, flow, alpha, n_outer + k, n_inner, n_sor + 3 * k, omega)
+            else:
+                warped = f2 if k == len(pyr) - 1 else _warp(f2, f1, flow)
+                flow = _smooth_flow_sor(f1, f2, warped, flow, alpha, n_outer + k, n_inner, n_sor + 3 * k, omega)
     return flow
 
 

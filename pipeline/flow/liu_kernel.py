@@ -1,9 +1,11 @@
-"""The CPU kernel of the ``liu`` estimator: red-black SOR sweeps in C++ (``liu_sor.cpp``).
+"""The CPU kernel of the ``liu`` estimator: one pyramid level in C++ (``liu_sor.cpp``).
 
-The SOR sweeps are most of the arithmetic and, in torch ops, a dozen passes over
-memory per half-sweep. On the CPU they run in a small C++ kernel instead (one
-vectorised pass per colour). ctypes releases the GIL, so the pairs of a batch are
-split over Python threads; no OpenMP, whose spinning pool would fight torch's own.
+In torch ops a level is about a thousand small passes over memory per pair (warping,
+smoothing, derivatives, the IRLS system, then SOR sweeps that are memory-bound), so
+on the CPU the whole per-level inner work runs in one C++ call for the batch instead,
+the SOR as a cache-blocked wavefront; pyramids, features and the resizing of the flow
+between levels stay in torch. ctypes releases the GIL and the kernel spreads the
+pairs over std::threads (no OpenMP, whose spinning pool would fight torch's own).
 Each pair is computed by one thread in a fixed order: deterministic whatever the
 thread count. Built once with the system compiler (a few seconds) and cached by
 source hash; without a compiler :mod:`pipeline.flow.liu` uses its torch path.
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
 SOURCE_NAME = "liu_sor.cpp"
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-pthread"]
 _LIB: Any = None
 _FAILED: str | None = None
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -55,13 +57,13 @@ def _build(so: Path, text: str) -> None:
         out = Path(tmp) / so.name
         res = subprocess.run([cxx, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
         if res.returncode != 0:
-            raise RuntimeError(f"building the SOR kernel failed: {res.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"building the liu kernel failed: {res.stderr.strip()[-2000:]}")
         os.replace(out, so)
-    log.info("built the Liu SOR kernel: %s", so)
+    log.info("built the liu level kernel: %s", so)
 
 
 def kernel() -> Any:
-    """Build (once per source, flags and host; cached on disk) and load the C++ SOR kernel."""
+    """Build (once per source, flags and host; cached on disk) and load the C++ level kernel."""
     global _LIB, _FAILED
     if _LIB is not None:
         return _LIB
@@ -76,24 +78,24 @@ def kernel() -> Any:
             _build(so, text)
         lib = ctypes.CDLL(str(so))
     except (OSError, RuntimeError) as exc:
-        _FAILED = f"C++ SOR kernel unavailable: {exc}"
+        _FAILED = f"C++ liu kernel unavailable: {exc}"
         raise RuntimeError(_FAILED) from exc
-    for name in ("liu_sor_f32", "liu_sor_f64"):
+    for name in ("liu_level_f32", "liu_level_f64"):
         fn = getattr(lib, name)
-        fn.restype = None
-        fn.argtypes = [ctypes.c_int] * 4 + [ctypes.c_double] + [ctypes.c_void_p] * 9
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int] * 7 + [ctypes.c_double] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 3
     _LIB = lib
     return lib
 
 
 def available() -> bool:
-    """True when the C++ SOR kernel builds and loads here (logs why not, once)."""
+    """True when the C++ level kernel builds and loads here (logs why not, once)."""
     try:
         kernel()
         return True
     except RuntimeError as exc:
         if not getattr(available, "_warned", False):
-            log.warning("%s; using the torch SOR path", exc)
+            log.warning("%s; using the torch path", exc)
             available._warned = True  # type: ignore[attr-defined]
         return False
 
@@ -105,29 +107,21 @@ def pool(n: int) -> ThreadPoolExecutor:
     return _POOLS[n]
 
 
-def sor_sweeps(n_sweeps: int, omega: float, wr: Tensor, wd: Tensor, bu: Tensor, bv: Tensor,
-               ixy: Tensor, inv_u: Tensor, inv_v: Tensor) -> tuple[Tensor, Tensor]:
-    """``n_sweeps`` red-black SOR sweeps from du = dv = 0; all (B, 1, H, W) CPU tensors -> (du, dv).
+def level(f1: Tensor, f2: Tensor, flow: Tensor, alpha: float, n_outer: int, n_inner: int, n_sor: int,
+          omega: float) -> Tensor:
+    """One level of Liu's SmoothFlowSOR (``liu._smooth_flow_sor`` with its first warp) on CPU tensors.
 
-    wr, wd: right/down edge weights; bu, bv: right-hand sides; ixy: the u-v coupling;
-    inv_u, inv_v: reciprocal diagonals. The pairs of the batch are split over
-    ``torch.get_num_threads()`` Python threads.
+    f1, f2: the two images' features (B, C, H, W); flow: (B, 2, H, W), the initial
+    flow (not modified). Returns the refined flow. The pairs are split over
+    ``torch.get_num_threads()`` threads of the kernel.
     """
-    args = [t.contiguous() for t in (wr, wd, bu, bv, ixy, inv_u, inv_v)]
-    du = torch.zeros_like(args[2])
-    dv = torch.zeros_like(args[2])
-    b, _, h, w = du.shape
+    f1, f2 = f1.contiguous(), f2.contiguous()
+    out = flow.clone(memory_format=torch.contiguous_format)
+    b, c, h, w = f1.shape
     lib = kernel()
-    fn = lib.liu_sor_f64 if du.dtype == torch.float64 else lib.liu_sor_f32
-
-    def run(lo: int, hi: int) -> None:
-        ptrs = [ctypes.c_void_p(t[lo:hi].data_ptr()) for t in (du, dv, *args)]
-        fn(hi - lo, h, w, n_sweeps, ctypes.c_double(omega), *ptrs)
-
-    n_threads = min(b, max(1, torch.get_num_threads()))
-    if n_threads == 1:
-        run(0, b)
-    else:
-        bounds = [(b * t // n_threads, b * (t + 1) // n_threads) for t in range(n_threads)]
-        list(pool(n_threads).map(lambda lh: run(*lh), bounds))
-    return du, dv
+    fn = lib.liu_level_f64 if out.dtype == torch.float64 else lib.liu_level_f32
+    threads = min(b, max(1, torch.get_num_threads()))
+    ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (f1, f2, out)]
+    if fn(b, c, h, w, n_outer, n_inner, n_sor, alpha, omega, threads, *ptrs) != 0:
+        raise MemoryError("the liu level kernel failed (out of memory?)")
+    return out
