@@ -30,7 +30,7 @@ namespace {
 const double kBlur[5] = {0.02, 0.11, 0.74, 0.11, 0.02};  // Liu's pre-derivative smoothing
 const double kDeriv[5] = {1.0 / 12, -8.0 / 12, 0.0, 8.0 / 12, -1.0 / 12};  // offsets -2..2
 const double kEps2 = 1e-3 * 1e-3;  // Charbonnier epsilon^2
-const int64_t kSorCacheBytes = 1 << 20;  // working-set budget of one wavefront block
+const int64_t kSorCacheBytes = 1 << 18;  // working-set budget of one wavefront block
 
 template <typename T>
 inline T lerp(T a, T b, T w) {  // torch.lerp's formula (exact at w = 0 and w = 1)
@@ -142,9 +142,9 @@ struct Sor {
         const int block = (int)std::max<int64_t>(1, kSorCacheBytes / (32 * (int64_t)(W + 4) * sizeof(T)));
         for (int s0 = 0; s0 < n_sweeps; s0 += block) {
             const int nh = 2 * std::min(block, n_sweeps - s0);
-            for (int t = 0; t < H + 2 * (nh - 1); ++t) {
-                for (int h = 0; h < nh && t - 2 * h >= 0; ++h) {
-                    if (t - 2 * h < H) half_row(h & 1, t - 2 * h, keep);
+            for (int t = 0; t < H + nh - 1; ++t) {
+                for (int h = 0; h < nh && t - h >= 0; ++h) {
+                    if (t - h < H) half_row(h & 1, t - h, keep);
                 }
             }
         }
