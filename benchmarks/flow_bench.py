@@ -8,7 +8,7 @@ exactly; and the Middlebury motorcycle stereo pair (skimage.data.stereo_motorcyc
 ½ size, flow = (-disparity, 0) where the disparity is finite.
 
 Methods: `liu` on CPU at batch 1 and batch 8 (the batch holds 8 copies of the set's pair:
-same work as 8 distinct pairs), `liu` with the SOR in plain torch ops (what the C++ kernel
+same work as 8 distinct pairs), `liu` in plain torch ops (what the C++ level kernel
 buys, first set only), OpenCV TV-L1 (defaults, 2 threads), DIS (medium preset) and DeepFlow;
 speed is also given as a ratio to TV-L1 on the same set in the same run. With CUDA present,
 `liu` also runs on the GPU at batch 1, 8 and 64.
@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             reps = 1 if kind == "tvl1" and ts.first.size > 200_000 else args.repeats
             flow, sec = timed(lambda: fn(ts.first, ts.second), reps)
             results.append((label, "1", epe(flow, ts), 1.0 / sec))
-        variants = [("liu (CPU, C++ SOR)", "c", 1), ("liu (CPU, C++ SOR)", "c", 8)]
+        variants = [("liu (CPU, C++ levels)", "c", 1), ("liu (CPU, C++ levels)", "c", 8)]
         if si == 0:
-            variants.append(("liu (CPU, torch SOR)", "torch", 8))
+            variants.append(("liu (CPU, torch ops)", "torch", 8))
         for label, backend, batch in variants:
             est = LiuEstimator(device="cpu", batch_size=batch, threads=args.threads, backend=backend)
             a = np.repeat(ts.first[None], batch, 0)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         for method, batch, e, pps in results:
             rows.append((ts.name, method, batch, e, pps, pps / tvl1_speed))
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} threads, "
-          f"fastest of {args.repeats} timed runs after a warm-up (1 for TV-L1 on the ½-size pair and for torch SOR)")
+          f"fastest of {args.repeats} timed runs after a warm-up (1 for TV-L1 on the ½-size pair and for torch ops)")
     print("| set | method | batch | EPE (px) | pairs/s | ms/pair | speed ÷ TV-L1 |")
     print("|---|---|---|---|---|---|---|")
     for name, method, batch, e, pps, ratio in rows:
