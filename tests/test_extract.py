@@ -87,3 +87,28 @@ def test_a_bad_video_is_cached_as_rejected_and_its_batch_goes_on(demo_root, tmp_
     rejected = cache.get(bad)
     assert not rejected.ok and "not a video" in rejected.reason and rejected.path == "X/broken.avi"
     assert "does not exist" in cache.get(missing).reason
+
+
+class FailingCache(TargetCache):
+    """A cache whose disk fills up at the third video."""
+
+    def put(self, video):
+        if len(list(self.dir.glob("*.npz"))) == 2:
+            raise OSError(28, "No space left on device")
+        super().put(video)
+
+
+def test_an_error_while_finishing_stops_the_job_and_keeps_the_finished_videos(demo_root, tmp_path):
+    """Finishing (damage checks, cache writes) runs beside the estimator: its errors must not be lost."""
+    sources = _sources(demo_root, {p.stem for p in sorted(demo_root.glob("*/*.avi"))[:5]})
+    estimator = TVL1(**PARAMS)
+    cache = FailingCache(tmp_path, SAMPLING, "tvl1", estimator.params())
+    try:
+        Extractor(SAMPLING, estimator, batch_pairs=4).run(sources, cache)
+    except OSError as exc:
+        assert exc.errno == 28
+    else:
+        raise AssertionError("the finishing thread's error was swallowed")
+    done = [s for s in sources if cache.get(s) is not None]
+    assert [s.video_id for s in done] == [s.video_id for s in sources[:2]]
+    assert not list(tmp_path.glob("**/*.partial"))  # nothing half-written left behind

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when a cached result's meaning changes: every video is recomputed
 DEFAULT_BATCH_PAIRS = 64  # pairs per estimator call: fills a GPU at 256², bounded memory on CPU
+FINISH_BACKLOG = 2  # estimated batches waiting for the finishing thread before the estimator waits
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,12 @@ class Extractor:
         self.params_json = estimator.params()
 
     def run(self, sources: Iterable[VideoSource], cache: TargetCache) -> ExtractStats:
-        """Every source's result ends up in ``cache``; returns what was reused and computed."""
+        """Every source's result ends up in ``cache``; returns what was reused and computed.
+
+        Three things overlap: decoding (``decode_workers`` threads, a few videos ahead), the
+        estimator (this thread) and finishing (one thread, in order: each pair's damage
+        statistics and target sums, then each completed video's checks and compressed cache
+        entry), so the estimator is not kept waiting by the CPU work around it."""
         start, stats = time.perf_counter(), ExtractStats()
         todo = []
         for source in sources:
@@ -137,17 +143,22 @@ class Extractor:
             else:
                 todo.append(source)
         queue: deque[tuple[_Pending, int]] = deque()
-        for source, decoded in tqdm(self._decoded(todo), total=len(todo), desc="videos", disable=None):
-            if isinstance(decoded, str):
-                self._finish(VideoTargets(source.video_id, source.label, source.path, "rejected", decoded,
-                                          identity=source.identity), cache, stats)
-                continue
-            pending = _Pending(source, VideoFlows(decoded))
-            queue.extend((pending, t) for t in consecutive_pairs(decoded.sample_indices))
-            while len(queue) >= self.batch_pairs:
-                self._flow_batch(queue, cache, stats)
-        while queue:
-            self._flow_batch(queue, cache, stats)
+        with ThreadPoolExecutor(1, thread_name_prefix="finish") as finisher:
+            backlog: deque[Future] = deque()
+            for source, decoded in tqdm(self._decoded(todo), total=len(todo), desc="videos", disable=None):
+                if isinstance(decoded, str):
+                    video = VideoTargets(source.video_id, source.label, source.path, "rejected", decoded,
+                                         identity=source.identity)
+                    backlog.append(finisher.submit(self._finish, video, cache, stats))
+                    continue
+                pending = _Pending(source, VideoFlows(decoded))
+                queue.extend((pending, t) for t in consecutive_pairs(decoded.sample_indices))
+                while len(queue) >= self.batch_pairs:
+                    self._flow_batch(queue, cache, stats, finisher, backlog)
+            while queue:
+                self._flow_batch(queue, cache, stats, finisher, backlog)
+            while backlog:
+                backlog.popleft().result()  # a finishing error surfaces here, in this thread
         stats.total_s = time.perf_counter() - start
         return stats
 
@@ -175,8 +186,9 @@ class Extractor:
         except (OSError, cv2.error) as exc:  # a decoder crash on one file must not stop the others
             return f"could not be decoded: {exc}"
 
-    def _flow_batch(self, queue: deque, cache: TargetCache, stats: ExtractStats) -> None:
-        """Estimate the first ``batch_pairs`` queued pairs; store every video they complete."""
+    def _flow_batch(self, queue: deque, cache: TargetCache, stats: ExtractStats, finisher: ThreadPoolExecutor,
+                    backlog: deque[Future]) -> None:
+        """Estimate the first ``batch_pairs`` queued pairs; hand them to the finishing thread."""
         batch = [queue.popleft() for _ in range(min(self.batch_pairs, len(queue)))]
         first = np.stack([p.flows.decoded.frame(t) for p, t in batch])
         second = np.stack([p.flows.decoded.frame(t + 1) for p, t in batch])
@@ -184,6 +196,13 @@ class Extractor:
         flows = self.estimator.estimate(first, second)
         stats.estimator_s += time.perf_counter() - began
         stats.pairs += len(batch)
+        while len(backlog) >= FINISH_BACKLOG:  # bounded: finished flows are not held without limit
+            backlog.popleft().result()
+        backlog.append(finisher.submit(self._absorb, batch, flows, cache, stats))
+
+    def _absorb(self, batch: list[tuple[_Pending, int]], flows: np.ndarray, cache: TargetCache,
+                stats: ExtractStats) -> None:
+        """(Finishing thread.) Add a batch's flows to their videos; store every video they complete."""
         for (pending, t), flow in zip(batch, flows):
             pending.flows.add(t, flow)
             if pending.flows.done:
