@@ -224,3 +224,22 @@ def test_an_empty_dataset_folder_stops_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "no video files under" in out and "looked for" in out, out[-3000:]
     assert not (tmp_path / "results" / "e" / "shards").exists()
+
+
+def test_flow_jobs_ask_for_a_gpu_exactly_when_liu_runs_on_cuda(tmp_path):
+    """With liu on CUDA each flow job holds a card (gpu=1): one process per card, large batches;
+    on the CPU (or with TV-L1) flow jobs ask for none and run side by side."""
+    from pipeline.data.demo import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data" / "g", videos_per_class=2, test_groups=1, n_frames=8, seed=5)
+    asked = {}
+    for name, estimator, device in (("cuda", "liu", "cuda"), ("cpu", "liu", "cpu"), ("tvl1", "tvl1", "cuda")):
+        config = small_config("data/g", name=name, demo=False)
+        config["flow"]["estimator"] = estimator
+        config["flow"]["params"]["liu"] = {"device": device, "batch_size": 64}
+        dry = run_snakemake(tmp_path, config, "-n", "prepare_data")
+        blocks = re.split(r"\n(?=(?:local)?rule \w+:)", dry.stdout)
+        shard_blocks = [b for b in blocks if re.match(r"(?:local)?rule shard:", b)]
+        assert shard_blocks, dry.stdout[-3000:]
+        asked[name] = {re.search(r"\bgpu=(\d+)", b)[1] for b in shard_blocks}
+    assert asked == {"cuda": {"1"}, "cpu": {"0"}, "tvl1": {"0"}}
