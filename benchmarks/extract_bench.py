@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from pipeline.data.demo import make_demo_dataset  # noqa: E402
+from pipeline.data.extract import SUMMARY_PATTERN  # noqa: E402
 
 PAIRS_TO_PROJECT = 2_000_000
 JOBS_TO_PROJECT = 256  # configs/ucf101.yaml: 128 shards a split
-SUMMARY = re.compile(r"(\d+) videos: (\d+) reused from the cache, (\d+) computed \((\d+) rejected\); (\d+) flow pairs, "
-                     r"[\d.]+ pairs/s; the estimator took (\d+)% of ([\d.]+) s wall time")
 
 
 def video_sets(work: Path) -> dict[str, dict]:
@@ -65,10 +63,11 @@ def run_job(video_set: dict, estimator: str, params: dict, threads: int, work: P
     began = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - began
-    found = SUMMARY.search(proc.stderr)
+    found = SUMMARY_PATTERN.search(proc.stderr)
     if proc.returncode != 0 or not found:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    videos, pairs, share, inner = int(found[1]), int(found[5]), int(found[6]) / 100, float(found[7])
+    videos, pairs, share, inner = (int(found["videos"]), int(found["pairs"]), int(found["share"]) / 100,
+                                   float(found["total_s"]))
     return {"wall_s": wall, "videos": videos, "pairs": pairs, "estimator_s": share * inner, "extract_s": inner}
 
 

@@ -22,7 +22,6 @@ import argparse
 import csv
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from pipeline.data.extract import SUMMARY_PATTERN  # noqa: E402
+
 BIN = Path(sys.executable).parent
-SUMMARY = re.compile(r"the estimator took (\d+)% of ([\d.]+) s wall time")
 FLOW_RULES = ("video_targets", "shards")  # benchmark folders of the flow jobs: once one per video, now one per shard
 
 log = logging.getLogger("prepare_bench")
@@ -75,9 +76,9 @@ def flow_jobs(results: Path) -> tuple[int, float, float | None]:
                 row = next(csv.DictReader(fh, delimiter="\t"))
             jobs, job_s = jobs + 1, job_s + float(row["s"])
             log_file = results / "logs" / tsv.relative_to(results / "benchmarks").with_suffix(".log")
-            found = SUMMARY.search(log_file.read_text(errors="replace")) if log_file.is_file() else None
+            found = SUMMARY_PATTERN.search(log_file.read_text(errors="replace")) if log_file.is_file() else None
             if found:
-                est_s += int(found[1]) / 100 * float(found[2])
+                est_s += int(found["share"]) / 100 * float(found["total_s"])
             else:
                 logged = False
     return jobs, job_s, est_s if logged and jobs else None

@@ -112,3 +112,13 @@ def test_an_error_while_finishing_stops_the_job_and_keeps_the_finished_videos(de
     done = [s for s in sources if cache.get(s) is not None]
     assert [s.video_id for s in done] == [s.video_id for s in sources[:2]]
     assert not list(tmp_path.glob("**/*.partial"))  # nothing half-written left behind
+
+
+def test_the_logged_summary_parses_back():
+    """The benchmarks read a flow job's summary line from its log through SUMMARY_PATTERN."""
+    from pipeline.data.extract import SUMMARY_PATTERN, ExtractStats
+
+    line = ExtractStats(videos=5, reused=1, computed=4, rejected=1, pairs=40, estimator_s=3.0, total_s=4.0).summary()
+    found = SUMMARY_PATTERN.search(f"2026-12-03 INFO pipeline.data.extract: {line}")
+    assert found and {k: found[k] for k in ("videos", "computed", "pairs", "share", "total_s")} == \
+        {"videos": "5", "computed": "4", "pairs": "40", "share": "75", "total_s": "4.0"}

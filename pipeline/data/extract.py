@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when a cached result's meaning changes: every video is recomputed
 DEFAULT_BATCH_PAIRS = 64  # pairs per estimator call: fills a GPU at 256², bounded memory on CPU
 FINISH_BACKLOG = 2  # estimated batches waiting for the finishing thread before the estimator waits
+# ExtractStats.summary() as a flow job logs it, for the benchmarks that read the logs
+SUMMARY_PATTERN = re.compile(
+    r"(?P<videos>\d+) videos: (?P<reused>\d+) reused from the cache, (?P<computed>\d+) computed "
+    r"\((?P<rejected>\d+) rejected\); (?P<pairs>\d+) flow pairs, [\d.]+ pairs/s; the estimator "
+    r"took (?P<share>\d+)% of (?P<total_s>[\d.]+) s wall time")
 
 
 @dataclass(frozen=True)

@@ -257,12 +257,12 @@ def _sor_sweeps_torch(n_sweeps: int, omega: float, wl: Tensor, wr: Tensor, wu: T
     return du, dv
 
 
-def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha: float,
+def _smooth_flow_sor(f1: Tensor, f2: Tensor, flow: Tensor, alpha: float,
                      n_outer: int, n_inner: int, n_sor: int, omega: float) -> Tensor:
     """Liu's SmoothFlowSOR at one level, in torch ops (the C++ kernel's reference).
 
-    f1, f2: the two images' features, (B, 5, H, W); warped: f2 warped by ``flow``;
-    flow: (B, 2, H, W). Returns the refined flow (B, 2, H, W).
+    f1, f2: the two images' features, (B, 5, H, W); flow: (B, 2, H, W), the initial
+    flow. Returns the refined flow (B, 2, H, W).
     """
     b, _, h, w = flow.shape
     dev, dt = flow.device, flow.dtype
@@ -274,7 +274,7 @@ def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha
     f1s = _smooth(f1, _BLUR_TAPS)
     ix1, iy1 = _dx(f1s).mul_(0.4), _dy(f1s).mul_(0.4)  # image 1's share of the blend's derivatives
     for count in range(n_outer):
-        f2s = _smooth(warped, _BLUR_TAPS)
+        f2s = _smooth(_warp(f2, f1, flow), _BLUR_TAPS)
         # derivatives of the blend 0.4·f1s + 0.6·f2s (linear, so split)
         ix, iy, it = _dx(f2s).mul_(0.6).add_(ix1), _dy(f2s).mul_(0.6).add_(iy1), f2s - f1s
         du = torch.zeros((b, 1, h, w), dtype=dt, device=dev)
@@ -305,8 +305,6 @@ def _smooth_flow_sor(f1: Tensor, f2: Tensor, warped: Tensor, flow: Tensor, alpha
             inv_v = 1.0 / (iy2 + 0.05 * alpha + wsum)
             du, dv = _sor_sweeps_torch(n_sor, omega, wl, wr, wu, wd, bu, bv, ixy, inv_u, inv_v, red)
         flow = flow + torch.cat((du, dv), 1)
-        if count < n_outer - 1:  # the last warp of a level is never read
-            warped = _warp(f2, f1, flow)
     return flow
 
 
@@ -346,11 +344,8 @@ def liu_flow(im1: Tensor, im2: Tensor, alpha: float = 0.012, ratio: float = 0.75
                 flow = torch.zeros((b, 2, h, w), dtype=im1.dtype, device=im1.device)
             else:
                 flow = _resize(flow, h, w) * (1.0 / ratio)
-            if use_c:  # the first warp included (a zero flow warps f2 to itself exactly)
-                flow = liu_kernel.level(f1, f2, flow, alpha, n_outer + k, n_inner, n_sor + 3 * k, omega)
-            else:
-                warped = f2 if k == len(pyr) - 1 else _warp(f2, f1, flow)
-                flow = _smooth_flow_sor(f1, f2, warped, flow, alpha, n_outer + k, n_inner, n_sor + 3 * k, omega)
+            solve_level = liu_kernel.level if use_c else _smooth_flow_sor
+            flow = solve_level(f1, f2, flow, alpha, n_outer + k, n_inner, n_sor + 3 * k, omega)
     return flow
 
 

@@ -109,7 +109,7 @@ def pool(n: int) -> ThreadPoolExecutor:
 
 def level(f1: Tensor, f2: Tensor, flow: Tensor, alpha: float, n_outer: int, n_inner: int, n_sor: int,
           omega: float) -> Tensor:
-    """One level of Liu's SmoothFlowSOR (``liu._smooth_flow_sor`` with its first warp) on CPU tensors.
+    """One level of Liu's SmoothFlowSOR (what ``liu._smooth_flow_sor`` does in torch ops) on CPU tensors.
 
     f1, f2: the two images' features (B, C, H, W); flow: (B, 2, H, W), the initial
     flow (not modified). Returns the refined flow. The pairs are split over
